@@ -265,9 +265,18 @@ func testDeadLetters(t *testing.T, f Factory) {
 	if st := stats(ctx, t, q, "c.x"); st.Rows != 3 || st.DeadLetters != 0 || st.Bytes != 15 {
 		t.Fatalf("Stats after replay = %+v", st)
 	}
-	// Replayed rows are delivered like new ones, by sender order.
-	got := claim(ctx, t, q, "c.x", "B", time.Minute, 0, 100)
+	// Replayed rows are delivered like new ones, by sender order, to the
+	// owner that still leases their partitions; A had claimed the old rows.
+	if got := claim(ctx, t, q, "c.x", "B", time.Minute, 0, 100); len(got) != 0 {
+		t.Fatalf("B got %v of partitions A leases", ids(got))
+	}
+	got := claim(ctx, t, q, "c.x", "A", time.Minute, 0, 100)
 	wantBodies(t, "claim after replay", got, "<r2/>", "<r1/>", "<r3/>")
+	for _, it := range got {
+		if it.Attempts != 2 {
+			t.Fatalf("replayed row claimed again has Attempts %d, want 2 (1 kept + 1)", it.Attempts)
+		}
+	}
 
 	// Drop.
 	if n, err := q.Expire(ctx, "c.x", time.Now().Add(time.Hour)); err != nil || n != 3 {
