@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -256,4 +257,9 @@ func (d *Decoder) wrapErr(err error) error {
 		return fmt.Errorf("%w: %v", ErrNotWellFormed, err)
 	}
 	return err
+}
+
+// Parse returns the Element of one standalone element (no stream header).
+func Parse(raw []byte) (*Element, error) {
+	return NewDecoder(bytes.NewReader(raw), 0).Next()
 }

@@ -69,21 +69,20 @@ func StreamError(cond, content, text string) []byte {
 	return append(b, `</stream:error></stream:stream>`...)
 }
 
-// StanzaError returns an error reply for the stanza whose start tag was
-// el: from and to swapped, type='error', the original id, and an <error/>
-// of errType (cancel, wait, modify, auth) with condition cond. The original
-// payload is not echoed.
-func StanzaError(el *Element, errType, cond, text string) []byte {
+// ErrorStanza returns a stanza error of kind name (message, presence, iq)
+// with the given id, from and to, type='error', and an <error/> of errType
+// (cancel, wait, modify, auth) with condition cond (RFC 6120 §8.3).
+func ErrorStanza(name, id, from, to, errType, cond, text string) []byte {
 	b := make([]byte, 0, 256)
 	b = append(b, '<')
-	b = append(b, el.Name.Local...)
-	if to := el.Get("to"); to != "" {
-		b = appendAttr(b, "from", to)
+	b = append(b, name...)
+	if from != "" {
+		b = appendAttr(b, "from", from)
 	}
-	if from := el.Get("from"); from != "" {
-		b = appendAttr(b, "to", from)
+	if to != "" {
+		b = appendAttr(b, "to", to)
 	}
-	if id := el.Get("id"); id != "" {
+	if id != "" {
 		b = appendAttr(b, "id", id)
 	}
 	b = append(b, ` type='error'><error type='`...)
@@ -97,8 +96,13 @@ func StanzaError(el *Element, errType, cond, text string) []byte {
 		b = append(b, `</text>`...)
 	}
 	b = append(b, `</error></`...)
-	b = append(b, el.Name.Local...)
+	b = append(b, name...)
 	return append(b, '>')
+}
+
+// StanzaError returns the error reply to el: from and to swapped.
+func StanzaError(el *Element, errType, cond, text string) []byte {
+	return ErrorStanza(el.Name.Local, el.Get("id"), el.Get("to"), el.Get("from"), errType, cond, text)
 }
 
 // AppendAttr appends ` name="value"` with value escaped.

@@ -1,0 +1,33 @@
+package server
+
+// PeerSession is a session as the cluster directory knows it.
+type PeerSession struct {
+	JID       string // full JID
+	Node      string // node that owns the session
+	Available bool
+	Show      string
+	Status    string
+	Priority  int
+}
+
+// Cluster is what the router needs from the cluster: where other nodes'
+// sessions are and a way to hand them stanzas. Implemented by an adapter
+// over cluster.Cluster in cmd/xcollect; nil on a single node.
+type Cluster interface {
+	// Lookup returns the sessions of bare that live on other nodes.
+	Lookup(bare string) []PeerSession
+	// Route hands stanza to node for the local target to; an error means it
+	// could not be queued for that node.
+	Route(node, to string, stanza []byte) error
+	// Publish announces a local session (bound or presence changed).
+	Publish(PeerSession)
+	// Unpublish removes a local session from the directory.
+	Unpublish(full string)
+}
+
+// peerInfo describes s for the cluster directory.
+func (s *Session) peerInfo() PeerSession {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return PeerSession{JID: s.full, Available: s.available, Show: s.show, Status: s.status, Priority: s.priority}
+}

@@ -1,0 +1,75 @@
+package server
+
+import (
+	"mellium.im/xmpp/jid"
+
+	"xcollect.dev/xcollect/internal/wire"
+	"xcollect.dev/xcollect/storage"
+)
+
+// RouteFromComponent routes a stanza that the connected component
+// (XEP-0114) sent. The component package has checked that its 'from' lies
+// in the component's domain. Stanzas go to users (full or bare JID; offline
+// storage for messages to absent users), to other components' queues, or
+// to the server. A presence probe to a user is answered with the presence
+// of each available resource, queued to the component like any report.
+// It never blocks on the network; store writes are bounded by a timeout.
+func (s *Server) RouteFromComponent(component string, el *wire.Element) {
+	from, err := jid.Parse(el.Get("from"))
+	if err != nil {
+		return
+	}
+	st := &stanza{name: el.Name.Local, typ: el.Get("type"), id: el.Get("id"), from: from, el: el, raw: wire.Stamp(el.Raw, from.String(), "")}
+	to, err := jid.Parse(el.Get("to"))
+	if err != nil || el.Get("to") == "" {
+		s.queueError(component, st, "modify", "jid-malformed", "a component stanza needs a valid 'to'")
+		return
+	}
+	st.to = to
+	if st.name == "presence" {
+		switch {
+		case st.typ == "probe" && s.domains[to.Domainpart()] && to.Localpart() != "":
+			s.answerProbe(component, from, to)
+		case s.queue != nil && s.queue.IsComponent(to.Domainpart()):
+			s.deliverToComponent(st, to.Domainpart(), noop)
+		case s.domains[to.Domainpart()] && to.Localpart() != "":
+			s.deliverPresence(to, st.raw)
+		}
+		return
+	}
+	if s.domains[to.Domainpart()] && to.Localpart() != "" && st.name == "iq" && to.Resourcepart() == "" {
+		s.queueError(component, st, "cancel", "service-unavailable", "")
+		return
+	}
+	s.route(st, noop)
+}
+
+// answerProbe queues to component the current presence of every resource
+// of user (unavailable when none is online).
+func (s *Server) answerProbe(component string, from, user jid.JID) {
+	sent := false
+	s.presenceOf(user.Bare().String(), "", func(b []byte) {
+		sent = true
+		s.queuePresence(component, user, wire.Stamp(b, "", from.String()))
+	})
+	if !sent {
+		s.queuePresence(component, user, presenceStanza(user.Bare().String(), from.String(), "unavailable"))
+	}
+}
+
+func (s *Server) queuePresence(component string, user jid.JID, raw []byte) {
+	el, err := wire.Parse(raw)
+	if err != nil {
+		return
+	}
+	s.queue.Submit(storage.QueueItem{Component: component, Sender: user.Bare().String(), From: el.Get("from"), Stanza: raw}, func(storage.EnqueueResult, error) {})
+}
+
+// queueError sends an error reply to a component through its queue.
+func (s *Server) queueError(component string, st *stanza, errType, cond, text string) {
+	if st.typ == "error" || s.queue == nil {
+		return
+	}
+	raw := wire.ErrorStanza(st.name, st.id, st.el.Get("to"), st.from.String(), errType, cond, text)
+	s.queue.Submit(storage.QueueItem{Component: component, Sender: component, From: component, Stanza: raw}, func(storage.EnqueueResult, error) {})
+}

@@ -1,0 +1,149 @@
+package server
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Config configures the c2s side of a node. Zero fields take the defaults of
+// DefaultConfig.
+type Config struct {
+	// Domains are the virtual hosts served; at least one.
+	Domains []string
+	// C2SAddr is the STARTTLS listener address; "" disables it. Default ":5222".
+	C2SAddr string
+	// C2STLSAddr is the direct TLS listener address (XEP-0368); "" disables
+	// it. Default ":5223".
+	C2STLSAddr string
+	// TLS holds the certificates; nil disables TLS (then RequireTLS must be
+	// false).
+	TLS *tls.Config
+	// RequireTLS refuses authentication before STARTTLS. Default true.
+	RequireTLS bool
+	// MaxStanzaBytes bounds one stanza; larger ones close the stream with
+	// policy-violation. Default 256 KiB.
+	MaxStanzaBytes int
+	// NegotiationTimeout bounds the time from connect to a bound session.
+	// Default 30s.
+	NegotiationTimeout time.Duration
+	// IdleTimeout is the silence after which a session is pinged (XEP-0199).
+	// Default 5m.
+	IdleTimeout time.Duration
+	// PingTimeout is how long a pinged session may stay silent before it is
+	// closed with connection-timeout. Default 30s.
+	PingTimeout time.Duration
+	// WriteTimeout bounds one write to a client. Default 30s.
+	WriteTimeout time.Duration
+	// MaxOutQueue is the number of stanzas that may wait for a slow client
+	// before its session is closed with policy-violation. Default 10000.
+	MaxOutQueue int
+	// OfflineExpiry is how long offline messages are kept. Default 720h.
+	OfflineExpiry time.Duration
+	// OfflineLimit is the maximum of offline messages per user. Default 1000.
+	OfflineLimit int
+	// AuthFailuresBeforeDelay is how many failed logins from one IP address
+	// within AuthFailureWindow are answered at once; later ones wait
+	// doubling delays up to 5s. Default 3.
+	AuthFailuresBeforeDelay int
+	// AuthFailureWindow is the memory of failed logins per address. Default 5m.
+	AuthFailureWindow time.Duration
+	// SMResumeTimeout is how long a detached XEP-0198 session waits for
+	// resumption. Default 5m; 0 after defaults disables resumption.
+	SMResumeTimeout time.Duration
+	// SMMaxUnacked bounds the outbound stanzas kept for resumption. Default 5000.
+	SMMaxUnacked int
+	// Version is reported by XEP-0092.
+	Version string
+	// Logger receives the server's logs.
+	Logger zerolog.Logger
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{
+		Domains:                 []string{"localhost"},
+		C2SAddr:                 ":5222",
+		C2STLSAddr:              ":5223",
+		RequireTLS:              true,
+		MaxStanzaBytes:          256 << 10, // like Prosody's c2s_stanza_size_limit
+		NegotiationTimeout:      30 * time.Second,
+		IdleTimeout:             5 * time.Minute,
+		PingTimeout:             30 * time.Second,
+		WriteTimeout:            30 * time.Second,
+		MaxOutQueue:             10000,
+		OfflineExpiry:           30 * 24 * time.Hour,
+		OfflineLimit:            1000,
+		AuthFailuresBeforeDelay: 3,
+		AuthFailureWindow:       5 * time.Minute,
+		SMResumeTimeout:         5 * time.Minute,
+		SMMaxUnacked:            5000,
+		Version:                 "dev",
+	}
+}
+
+// withDefaults fills zero fields from DefaultConfig on a copy.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if len(c.Domains) == 0 {
+		c.Domains = d.Domains
+	}
+	if c.MaxStanzaBytes == 0 {
+		c.MaxStanzaBytes = d.MaxStanzaBytes
+	}
+	if c.NegotiationTimeout == 0 {
+		c.NegotiationTimeout = d.NegotiationTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.PingTimeout == 0 {
+		c.PingTimeout = d.PingTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.MaxOutQueue == 0 {
+		c.MaxOutQueue = d.MaxOutQueue
+	}
+	if c.OfflineExpiry == 0 {
+		c.OfflineExpiry = d.OfflineExpiry
+	}
+	if c.OfflineLimit == 0 {
+		c.OfflineLimit = d.OfflineLimit
+	}
+	if c.AuthFailuresBeforeDelay == 0 {
+		c.AuthFailuresBeforeDelay = d.AuthFailuresBeforeDelay
+	}
+	if c.AuthFailureWindow == 0 {
+		c.AuthFailureWindow = d.AuthFailureWindow
+	}
+	if c.SMMaxUnacked == 0 {
+		c.SMMaxUnacked = d.SMMaxUnacked
+	}
+	if c.Version == "" {
+		c.Version = d.Version
+	}
+	return c
+}
+
+// Validate reports every problem of c at once.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Domains) == 0 {
+		errs = append(errs, errors.New("server: no domains: set domains to at least one host name"))
+	}
+	if c.TLS == nil && c.RequireTLS {
+		errs = append(errs, errors.New("server: require_tls is set but no TLS certificate is configured: set tls.cert and tls.key, or require_tls: false for tests"))
+	}
+	if c.TLS == nil && c.C2STLSAddr != "" {
+		errs = append(errs, errors.New("server: listeners.c2s_tls is set but no TLS certificate is configured"))
+	}
+	if c.MaxStanzaBytes < 0 || (c.MaxStanzaBytes > 0 && c.MaxStanzaBytes < 4096) {
+		errs = append(errs, fmt.Errorf("server: limits.max_stanza_bytes = %d: must be at least 4096", c.MaxStanzaBytes))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,17 @@
+// Package server is the client side of an xcollect node: the c2s listeners
+// (STARTTLS on 5222, direct TLS on 5223, XEP-0368), stream negotiation (RFC
+// 6120: TLS, SASL SCRAM-SHA-256/SCRAM-SHA-1/PLAIN, resource binding, the
+// legacy session IQ), XEP-0198 stream management, sessions with their read
+// and write loops, the router that hands each stanza to a local session, the
+// component queue, a peer node or offline storage, and the built-in services:
+// rosters and presence subscriptions (RFC 6121), offline messages (XEP-0160),
+// ping (XEP-0199), service discovery (XEP-0030) and version (XEP-0092).
+//
+// It knows no SQL and no memberlist: stores come in as storage.Store, the
+// component queue as Queuer and the cluster as Cluster, small interfaces
+// defined here.
+//
+// The c2s path reads as a chain of files: listener.go (accept) → c2s.go
+// (negotiation) → sasl.go → session.go (read/write loops) → router.go →
+// smq.go (XEP-0198). Read first: Server, Session, Config.
+package server

@@ -1,0 +1,124 @@
+package server
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// listen opens a c2s listener and its accept loop.
+func (s *Server) listen(name, addr string, directTLS bool) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("server: listen %s on %s: %w", name, addr, err)
+	}
+	s.mu.Lock()
+	s.lns = append(s.lns, ln)
+	s.addrs[name] = ln.Addr()
+	s.mu.Unlock()
+	s.log.Info().Str("listener", name).Str("addr", ln.Addr().String()).Msg("listening")
+	s.spawn(func() { s.acceptLoop(ln, directTLS) })
+	return nil
+}
+
+func (s *Server) acceptLoop(ln net.Listener, directTLS bool) {
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, do not spin.
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay < time.Second {
+				delay *= 2
+			}
+			s.log.Warn().Err(err).Dur("retry_in", delay).Msg("accept")
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		if !s.spawn(func() { s.serveConn(conn, directTLS) }) {
+			conn.Close()
+			return
+		}
+	}
+}
+
+// serveConn owns one client connection from accept to close.
+func (s *Server) serveConn(conn net.Conn, directTLS bool) {
+	c := &c2sConn{srv: s, raw: conn, log: s.log.With().Str("remote", conn.RemoteAddr().String()).Str("conn", randomID(4)).Logger()}
+	c.ir = &idleReader{conn: conn, deadline: time.Now().Add(s.cfg.NegotiationTimeout)}
+	c.conn = conn
+	if directTLS {
+		tc := tls.Server(conn, s.cfg.TLS)
+		_ = conn.SetDeadline(time.Now().Add(s.cfg.NegotiationTimeout)) // on a fresh conn this cannot fail in a way that matters
+		if err := tc.HandshakeContext(s.ctx); err != nil {
+			c.log.Debug().Err(err).Msg("tls handshake")
+			conn.Close()
+			return
+		}
+		_ = conn.SetDeadline(time.Time{})
+		c.conn = tc
+		c.ir.conn = tc
+		c.secure = true
+	}
+	c.br = bufio.NewReaderSize(c.ir, 4096)
+	sess, err := c.negotiate()
+	if err != nil {
+		c.log.Debug().Err(err).Msg("negotiation ended")
+		c.conn.Close()
+		return
+	}
+	if sess == nil { // resumed onto an existing session
+		return
+	}
+	sess.run()
+}
+
+// idleReader sets read deadlines under the decoder. During negotiation it
+// enforces one absolute deadline; on a bound session it calls onIdle after
+// idle of silence (the session pings) and fails the read only when a second
+// period of pingTimeout passes without input. encoding/xml keeps the first
+// read error forever, so timeouts must be handled here, below it.
+type idleReader struct {
+	conn        net.Conn
+	deadline    time.Time // negotiation: absolute
+	idle        time.Duration
+	pingTimeout time.Duration
+	onIdle      func()
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	pinged := false
+	for {
+		var dl time.Time
+		switch {
+		case r.idle == 0:
+			dl = r.deadline
+		case pinged:
+			dl = time.Now().Add(r.pingTimeout)
+		default:
+			dl = time.Now().Add(r.idle)
+		}
+		if err := r.conn.SetReadDeadline(dl); err != nil {
+			return 0, err
+		}
+		n, err := r.conn.Read(p)
+		if n > 0 || err == nil {
+			return n, err
+		}
+		var ne net.Error
+		if r.idle > 0 && !pinged && errors.As(err, &ne) && ne.Timeout() {
+			pinged = true
+			r.onIdle()
+			continue
+		}
+		return n, err
+	}
+}

@@ -1,0 +1,27 @@
+package server
+
+import (
+	"context"
+	"time"
+)
+
+// deliverOffline sends the messages kept for sess's account (XEP-0160) and
+// removes them once they are in the session's queue. With XEP-0198 they
+// stay protected: a session that ends with them unacked puts them back.
+func (s *Server) deliverOffline(ctx context.Context, sess *Session) {
+	msgs, err := s.store.Offline().FetchOffline(ctx, sess.bare, time.Now().Add(-s.cfg.OfflineExpiry))
+	if err != nil {
+		s.log.Warn().Err(err).Str("jid", sess.bare).Msg("fetch offline messages")
+		return
+	}
+	if len(msgs) == 0 {
+		return
+	}
+	for _, m := range msgs {
+		sess.send(m.Stanza, true)
+	}
+	if err := s.store.Offline().DeleteOffline(ctx, sess.bare, msgs[len(msgs)-1].ID); err != nil {
+		s.log.Warn().Err(err).Str("jid", sess.bare).Msg("delete delivered offline messages")
+	}
+	sess.log.Debug().Int("count", len(msgs)).Msg("delivered offline messages")
+}

@@ -1,0 +1,218 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"xcollect.dev/xcollect/storage"
+)
+
+// Queuer is the component side as the router sees it: the durable
+// store-and-forward queue of every configured component. Implemented by
+// component.Manager.
+type Queuer interface {
+	// IsComponent reports whether domain is a configured component.
+	IsComponent(domain string) bool
+	// Submit hands a stanza for a component to the durable queue. done is
+	// called exactly once, from any goroutine: after the commit with Queued
+	// or Duplicate, with Full when a queue limit is reached, or with a
+	// non-nil error when the item could not be made durable.
+	Submit(item storage.QueueItem, done func(storage.EnqueueResult, error))
+	// PresenceComponents returns the components that receive the presence
+	// changes of users of domain.
+	PresenceComponents(domain string) []string
+	// Components returns the configured component JIDs (for disco#items).
+	Components() []string
+}
+
+// Server is one node's c2s side and router. Create it with New, start it
+// with Start, stop it with Shutdown. It is safe for concurrent use.
+type Server struct {
+	cfg     Config
+	log     zerolog.Logger
+	store   storage.Store
+	domains map[string]bool
+
+	queue   Queuer  // nil until SetQueuer
+	cluster Cluster // nil on a single node
+
+	sessions sessionTable
+	smDetached detachedTable
+	authFail failLimiter
+	stats    Stats
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex // guards closed, listeners
+	closed bool
+	lns    []net.Listener
+	addrs  map[string]net.Addr
+}
+
+// Stats are counters of a running server, read with atomic loads.
+type Stats struct {
+	Sessions      atomic.Int64
+	StanzasIn     atomic.Int64
+	StanzasOut    atomic.Int64
+	AuthFailures  atomic.Int64
+	StreamErrors  atomic.Int64
+}
+
+// New returns a server for cfg on store. It does not listen yet.
+func New(cfg Config, store storage.Store) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		store:   store,
+		domains: make(map[string]bool),
+		addrs:   make(map[string]net.Addr),
+	}
+	for _, d := range cfg.Domains {
+		s.domains[d] = true
+	}
+	s.sessions.init()
+	s.smDetached.init()
+	s.authFail.init(cfg.AuthFailuresBeforeDelay, cfg.AuthFailureWindow)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// SetQueuer connects the component queue. Call before Start.
+func (s *Server) SetQueuer(q Queuer) { s.queue = q }
+
+// SetCluster connects the cluster. Call before Start.
+func (s *Server) SetCluster(c Cluster) { s.cluster = c }
+
+// Stats returns the server's live counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// IsLocalDomain reports whether domain is one of the served virtual hosts.
+func (s *Server) IsLocalDomain(domain string) bool { return s.domains[domain] }
+
+// Domains returns the served virtual hosts.
+func (s *Server) Domains() []string { return append([]string(nil), s.cfg.Domains...) }
+
+// spawn runs fn in a goroutine counted in s.wg; it refuses after Shutdown
+// began and reports whether fn was started.
+func (s *Server) spawn(fn func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// Start opens the listeners and the background loops.
+func (s *Server) Start() error {
+	if s.cfg.C2SAddr != "" {
+		if err := s.listen("c2s", s.cfg.C2SAddr, false); err != nil {
+			return err
+		}
+	}
+	if s.cfg.C2STLSAddr != "" {
+		if err := s.listen("c2s_tls", s.cfg.C2STLSAddr, true); err != nil {
+			s.closeListeners()
+			return err
+		}
+	}
+	s.spawn(s.offlineExpiryLoop)
+	s.spawn(s.authFail.pruneLoop(s.ctx))
+	return nil
+}
+
+// Addr returns the bound address of listener name ("c2s" or "c2s_tls"), or
+// nil.
+func (s *Server) Addr(name string) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addrs[name]
+}
+
+// Shutdown closes the listeners, ends every session with system-shutdown and
+// waits for all goroutines, or for ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.closeListeners()
+	s.cancel()
+	for _, sess := range s.sessions.all() {
+		sess.closeWithError(closeShutdown, "system-shutdown", "")
+	}
+	for _, sess := range s.smDetached.closeAll() {
+		s.endSession(sess)
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("server: shutdown: %w", ctx.Err())
+	}
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	lns := s.lns
+	s.lns = nil
+	s.mu.Unlock()
+	for _, ln := range lns {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			s.log.Warn().Err(err).Msg("close listener")
+		}
+	}
+}
+
+func (s *Server) offlineExpiryLoop() {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		n, err := s.store.Offline().ExpireOffline(s.ctx, time.Now().Add(-s.cfg.OfflineExpiry))
+		if err != nil && s.ctx.Err() == nil {
+			s.log.Warn().Err(err).Msg("expire offline messages")
+		} else if n > 0 {
+			s.log.Info().Int("count", n).Msg("expired offline messages")
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func randomID(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand failed: " + err.Error()) // the OS RNG never fails on Linux
+	}
+	return hex.EncodeToString(b)
+}

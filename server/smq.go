@@ -1,0 +1,306 @@
+package server
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"xcollect.dev/xcollect/internal/wire"
+)
+
+// smState is a session's XEP-0198 stream management state. Guarded by the
+// session's mu. Counters wrap at 2^32 as the XEP requires.
+type smState struct {
+	id        string
+	resumable bool
+	// inbound: stanzas received since <enable/>, and how many of them are
+	// handled (durable, delivered or answered) as a contiguous prefix.
+	inRecv  uint32
+	inH     uint32
+	pending []bool // completion of stanzas inH+1 … inRecv
+	ackAt   uint32 // an <r/> waits until inH reaches this
+	ackWant bool
+	// outbound: stanzas written since <enable/> and those not yet acked.
+	outSent  uint32
+	unacked  []smItem
+	rPending bool
+	timer    *time.Timer // resumption timeout while detached
+}
+
+type smItem struct {
+	seq uint32
+	b   []byte
+}
+
+// before reports a < b in 2^32 serial arithmetic.
+func before(a, b uint32) bool { return int32(a-b) < 0 }
+
+// track registers an inbound stanza and returns the function that marks it
+// handled. Without XEP-0198 it returns noop.
+func (s *Session) track() func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sm := s.sm
+	if sm == nil {
+		return noop
+	}
+	sm.inRecv++
+	seq := sm.inRecv
+	sm.pending = append(sm.pending, false)
+	var once sync.Once
+	return func() { once.Do(func() { s.handled(sm, seq) }) }
+}
+
+// handled marks inbound stanza seq handled and answers a waiting <r/>.
+func (s *Session) handled(sm *smState, seq uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sm != sm {
+		return
+	}
+	i := int(seq - sm.inH - 1)
+	if i < 0 || i >= len(sm.pending) {
+		return
+	}
+	sm.pending[i] = true
+	n := 0
+	for n < len(sm.pending) && sm.pending[n] {
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	sm.inH += uint32(n)
+	sm.pending = append(sm.pending[:0], sm.pending[n:]...)
+	if sm.ackWant && !before(sm.inH, sm.ackAt) {
+		sm.ackWant = false
+		s.out = append(s.out, outItem{b: wire.Ack(sm.inH)})
+		s.notify()
+	}
+}
+
+// handleSM processes a stream management element; false ends the stream.
+func (s *Session) handleSM(el *wire.Element) bool {
+	switch el.Name.Local {
+	case "enable":
+		s.mu.Lock()
+		if s.sm != nil {
+			s.mu.Unlock()
+			s.send([]byte("<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"), false)
+			return true
+		}
+		r := el.Get("resume")
+		sm := &smState{id: randomID(12), resumable: (r == "true" || r == "1") && s.srv.cfg.SMResumeTimeout > 0}
+		s.sm = sm
+		s.mu.Unlock()
+		b := []byte("<enabled xmlns='urn:xmpp:sm:3'")
+		b = wire.AppendAttr(b, "id", sm.id)
+		if sm.resumable {
+			s.srv.smDetached.add(sm.id, s)
+			b = append(b, " resume='true' max='"+strconv.Itoa(int(s.srv.cfg.SMResumeTimeout/time.Second))+"'"...)
+		}
+		s.send(append(b, "/>"...), false)
+	case "r":
+		s.mu.Lock()
+		if sm := s.sm; sm != nil {
+			if len(sm.pending) == 0 {
+				s.out = append(s.out, outItem{b: wire.Ack(sm.inH)})
+				s.notify()
+			} else {
+				sm.ackWant, sm.ackAt = true, sm.inRecv
+			}
+		}
+		s.mu.Unlock()
+	case "a":
+		h, err := strconv.ParseUint(el.Get("h"), 10, 32)
+		if err != nil {
+			s.closeWithError(closeNotWellFormed, wire.UndefinedCondition, "invalid h")
+			return false
+		}
+		s.mu.Lock()
+		if sm := s.sm; sm != nil {
+			if before(sm.outSent, uint32(h)) {
+				s.mu.Unlock()
+				// XEP-0198 §4: acking more than was sent is an error.
+				s.closeWithError(closeNotWellFormed, wire.UndefinedCondition, "h acknowledges more stanzas than were sent")
+				return false
+			}
+			sm.ack(uint32(h))
+			sm.rPending = false
+		}
+		s.mu.Unlock()
+	default:
+		s.send([]byte("<failed xmlns='urn:xmpp:sm:3'><feature-not-implemented xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"), false)
+	}
+	return true
+}
+
+// ack drops outbound stanzas up to and including h.
+func (sm *smState) ack(h uint32) {
+	n := 0
+	for n < len(sm.unacked) && !before(h, sm.unacked[n].seq) {
+		n++
+	}
+	sm.unacked = append(sm.unacked[:0], sm.unacked[n:]...)
+}
+
+// smSent counts an outbound stanza the writer is about to write.
+func (s *Session) smSent(b []byte) {
+	s.mu.Lock()
+	if sm := s.sm; sm != nil {
+		sm.outSent++
+		sm.unacked = append(sm.unacked, smItem{seq: sm.outSent, b: b})
+	}
+	s.mu.Unlock()
+}
+
+// smWantsAck reports whether the writer should request an ack now.
+func (s *Session) smWantsAck() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sm := s.sm
+	if sm == nil || len(sm.unacked) == 0 || sm.rPending {
+		return false
+	}
+	sm.rPending = true
+	return true
+}
+
+func (sm *smState) unackedStanzas() [][]byte {
+	out := make([][]byte, len(sm.unacked))
+	for i, it := range sm.unacked {
+		out[i] = it.b
+	}
+	return out
+}
+
+// detach parks a session whose connection broke, for resumption.
+func (s *Session) detach(c *c2sConn) {
+	s.mu.Lock()
+	if s.c != c {
+		s.mu.Unlock()
+		return
+	}
+	s.c = nil
+	if s.stop != nil {
+		close(s.stop)
+		s.stop, s.wake = nil, nil
+	}
+	sm := s.sm
+	sm.rPending = false
+	sm.timer = time.AfterFunc(s.srv.cfg.SMResumeTimeout, func() {
+		s.mu.Lock()
+		still := s.c == nil && !s.ended
+		s.mu.Unlock()
+		if still {
+			s.log.Info().Msg("resumption timed out")
+			s.srv.endSession(s)
+		}
+	})
+	s.mu.Unlock()
+	c.conn.Close()
+	s.log.Info().Msg("session detached, waiting for resumption")
+}
+
+// resume handles <resume/> (XEP-0198 §5) on a freshly authenticated
+// stream. done is true when the stream was resumed (and has ended by the
+// time resume returns) or closed.
+func (s *Server) resume(c *c2sConn, el *wire.Element) (done bool, err error) {
+	previd := el.Get("previd")
+	h, perr := strconv.ParseUint(el.Get("h"), 10, 32)
+	sess := s.smDetached.get(previd)
+	if perr != nil || sess == nil || sess.bare != c.user+"@"+c.domain {
+		return false, c.write([]byte("<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
+	}
+	sess.mu.Lock()
+	sm := sess.sm
+	if sess.ended || sm == nil || before(sm.outSent, uint32(h)) {
+		sess.mu.Unlock()
+		return false, c.write([]byte("<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
+	}
+	old := sess.c
+	sess.c = nil
+	if sess.stop != nil {
+		close(sess.stop)
+		sess.stop, sess.wake = nil, nil
+	}
+	if sm.timer != nil {
+		sm.timer.Stop()
+	}
+	sm.ack(uint32(h))
+	resend := make([]outItem, 0, len(sm.unacked)+len(sess.out))
+	for _, it := range sm.unacked {
+		resend = append(resend, outItem{b: it.b, stanza: true})
+	}
+	sess.out = append(resend, sess.out...)
+	sm.unacked = nil
+	sm.outSent = uint32(h)
+	sm.rPending = false
+	inH := sm.inH
+	sess.mu.Unlock()
+	if old != nil {
+		old.conn.Close() // a half-open connection the client gave up on
+	}
+	b := []byte("<resumed xmlns='urn:xmpp:sm:3'")
+	b = wire.AppendAttr(b, "previd", previd)
+	b = append(b, " h='"+strconv.FormatUint(uint64(inH), 10)+"'/>"...)
+	if err := c.write(b); err != nil {
+		c.conn.Close()
+		sess.detach(c)
+		return true, err
+	}
+	sess.log = sess.log.With().Str("conn", "resumed").Logger()
+	sess.log.Info().Int("resent", len(resend)).Msg("session resumed")
+	sess.attach(c)
+	rerr := sess.readLoop(c)
+	sess.connLost(c, rerr)
+	return true, nil
+}
+
+// detachedTable indexes resumable sessions by their stream management id.
+type detachedTable struct {
+	mu   sync.Mutex
+	byID map[string]*Session
+}
+
+func (t *detachedTable) init() { t.byID = make(map[string]*Session) }
+
+func (t *detachedTable) add(id string, s *Session) {
+	t.mu.Lock()
+	t.byID[id] = s
+	t.mu.Unlock()
+}
+
+func (t *detachedTable) get(id string) *Session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byID[id]
+}
+
+func (t *detachedTable) remove(s *Session) {
+	s.mu.Lock()
+	sm := s.sm
+	s.mu.Unlock()
+	if sm == nil {
+		return
+	}
+	if sm.timer != nil {
+		sm.timer.Stop()
+	}
+	t.mu.Lock()
+	if t.byID[sm.id] == s {
+		delete(t.byID, sm.id)
+	}
+	t.mu.Unlock()
+}
+
+// closeAll ends every detached session (shutdown).
+func (t *detachedTable) closeAll() []*Session {
+	t.mu.Lock()
+	var out []*Session
+	for _, s := range t.byID {
+		out = append(out, s)
+	}
+	t.mu.Unlock()
+	return out
+}
