@@ -20,17 +20,17 @@ import (
 // §4-§7). One goroutine owns it and writes synchronously; once a resource
 // is bound it becomes a Session with its own writer.
 type c2sConn struct {
-	srv    *Server
-	raw    net.Conn // the TCP connection
-	conn   net.Conn // raw, or the TLS connection over it
-	ir     *idleReader
-	br     *bufio.Reader
-	dec    *wire.Decoder
-	log    zerolog.Logger
-	secure bool
-	domain string
-	user   string // authenticated localpart
-	authn  bool
+	srv        *Server
+	raw        net.Conn // the TCP connection
+	conn       net.Conn // raw, or the TLS connection over it
+	ir         *idleReader
+	br         *bufio.Reader
+	dec        *wire.Decoder
+	log        zerolog.Logger
+	secure     bool
+	domain     string
+	user       string // authenticated localpart
+	authn      bool
 	sentHeader bool
 	streamID   string
 	lang       string

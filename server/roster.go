@@ -14,9 +14,9 @@ import (
 const nsRoster = "jabber:iq:roster"
 
 type rosterQuery struct {
-	XMLName xml.Name         `xml:"jabber:iq:roster query"`
-	Ver     string           `xml:"ver,attr,omitempty"`
-	Items   []rosterItemXML  `xml:"item"`
+	XMLName xml.Name        `xml:"jabber:iq:roster query"`
+	Ver     string          `xml:"ver,attr,omitempty"`
+	Items   []rosterItemXML `xml:"item"`
 }
 
 type rosterItemXML struct {

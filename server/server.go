@@ -45,10 +45,10 @@ type Server struct {
 	queue   Queuer  // nil until SetQueuer
 	cluster Cluster // nil on a single node
 
-	sessions sessionTable
+	sessions   sessionTable
 	smDetached detachedTable
-	authFail failLimiter
-	stats    Stats
+	authFail   failLimiter
+	stats      Stats
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -61,11 +61,11 @@ type Server struct {
 
 // Stats are counters of a running server, read with atomic loads.
 type Stats struct {
-	Sessions      atomic.Int64
-	StanzasIn     atomic.Int64
-	StanzasOut    atomic.Int64
-	AuthFailures  atomic.Int64
-	StreamErrors  atomic.Int64
+	Sessions     atomic.Int64
+	StanzasIn    atomic.Int64
+	StanzasOut   atomic.Int64
+	AuthFailures atomic.Int64
+	StreamErrors atomic.Int64
 }
 
 // New returns a server for cfg on store. It does not listen yet.

@@ -55,13 +55,13 @@ type Session struct {
 	bare string
 	log  zerolog.Logger
 
-	mu       sync.Mutex // guards everything below
-	c        *c2sConn   // current connection; nil while detached
-	out      []outItem
-	wake     chan struct{} // wakes the current connection's writer
-	stop     chan struct{} // closed when the current writer must quit
-	ended    bool
-	reason   closeReason
+	mu     sync.Mutex // guards everything below
+	c      *c2sConn   // current connection; nil while detached
+	out    []outItem
+	wake   chan struct{} // wakes the current connection's writer
+	stop   chan struct{} // closed when the current writer must quit
+	ended  bool
+	reason closeReason
 	// presence state (RFC 6121 §4)
 	available       bool
 	priority        int
