@@ -1,0 +1,556 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// recHandler records every Handler call.
+type recHandler struct {
+	mu          sync.Mutex
+	stanzas     map[string][]byte
+	gone        []Session
+	updates     int
+	conflicts   []string
+	undelivered []string
+}
+
+func newRec() *recHandler { return &recHandler{stanzas: map[string][]byte{}} }
+
+func (h *recHandler) HandleStanza(to string, s []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stanzas[to] = s
+}
+
+func (h *recHandler) HandleSessionsGone(g []Session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gone = append(h.gone, g...)
+}
+
+func (h *recHandler) HandleSessionUpdate(Session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.updates++
+}
+
+func (h *recHandler) HandleConflict(j string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.conflicts = append(h.conflicts, j)
+}
+
+func (h *recHandler) HandleUndelivered(to string, _ []byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.undelivered = append(h.undelivered, to)
+}
+
+func (h *recHandler) goneFrom(node string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, g := range h.gone {
+		if g.Node == node {
+			n++
+		}
+	}
+	return n
+}
+
+func (h *recHandler) conflictList() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.conflicts...)
+}
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval, not synchronisation
+	}
+	return time.Since(start)
+}
+
+var testKey = []byte("0123456789abcdef0123456789abcdef")
+
+type tnode struct {
+	*Cluster
+	h *recHandler
+}
+
+func (n tnode) gossipAddr() string { return n.memberlist().LocalNode().Address() }
+
+func (n tnode) linkCount() int {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return len(n.links)
+}
+
+func startNode(t testing.TB, name string, mutate func(*Config), seeds ...string) tnode {
+	t.Helper()
+	cfg := DefaultLocalConfig()
+	cfg.NodeName = name
+	cfg.SecretKey = testKey
+	cfg.Label = "xcollect-test"
+	cfg.Join = seeds
+	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	h := newRec()
+	c, err := New(cfg, h)
+	if err != nil {
+		t.Fatalf("New %s: %v", name, err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatalf("Start %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown %s: %v", name, err)
+		}
+	})
+	return tnode{c, h}
+}
+
+// startCluster starts n nodes joined to the first and waits for full
+// membership and links.
+func startCluster(t testing.TB, n int, mutate func(*Config)) []tnode {
+	t.Helper()
+	nodes := []tnode{startNode(t, "n0", mutate)}
+	for i := 1; i < n; i++ {
+		nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i), mutate, nodes[0].gossipAddr()))
+	}
+	waitConnected(t, nodes)
+	return nodes
+}
+
+func waitConnected(t testing.TB, nodes []tnode) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "membership and links", func() bool {
+		for _, n := range nodes {
+			if len(n.Nodes()) != len(nodes) || n.linkCount() != len(nodes)-1 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestClusterDirectoryAndRoute(t *testing.T) {
+	ns := startCluster(t, 3, nil)
+	a, b, c := ns[0], ns[1], ns[2]
+
+	a.UpsertLocal(Session{JID: "alice@x/phone", Available: true, Show: "away", Priority: 5})
+	b.UpsertLocal(Session{JID: "alice@x/desk", Available: true})
+	c.UpsertLocal(Session{JID: "bob@x/r", Available: true})
+	took := waitFor(t, time.Second, "deltas converge", func() bool {
+		return a.DirectorySize() == 3 && b.DirectorySize() == 3 && c.DirectorySize() == 3
+	})
+	t.Logf("3 deltas converged on 3 nodes in %v", took)
+
+	got := c.Lookup("alice@x")
+	if len(got) != 2 {
+		t.Fatalf("Lookup(alice@x) on c = %v, want 2 entries", got)
+	}
+	if s, ok := c.LookupFull("alice@x/phone"); !ok || s.Node != "n0" || s.Show != "away" || s.Priority != 5 {
+		t.Fatalf("LookupFull = %+v %v", s, ok)
+	}
+	if l := a.Lookup("alice@x"); len(l) != 1 || l[0].Node != "n1" {
+		t.Fatalf("Lookup on a must hold only remote entries, got %v", l)
+	}
+
+	// Route a stanza a -> c.
+	if err := a.Route("n2", "bob@x/r", []byte("<message/>")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "stanza routed", func() bool {
+		c.h.mu.Lock()
+		defer c.h.mu.Unlock()
+		return bytes.Equal(c.h.stanzas["bob@x/r"], []byte("<message/>"))
+	})
+	if err := a.Route("nope", "x@y", nil); !errors.Is(err, ErrUnknownNode) {
+		t.Fatalf("Route to unknown node: %v", err)
+	}
+
+	// Presence change and removal.
+	a.UpsertLocal(Session{JID: "alice@x/phone", Available: true, Show: "dnd"})
+	waitFor(t, time.Second, "presence update", func() bool {
+		s, _ := b.LookupFull("alice@x/phone")
+		return s.Show == "dnd"
+	})
+	a.RemoveLocal("alice@x/phone")
+	waitFor(t, time.Second, "tombstone", func() bool {
+		_, okb := b.LookupFull("alice@x/phone")
+		_, okc := c.LookupFull("alice@x/phone")
+		return !okb && !okc && b.h.goneFrom("n0") == 1
+	})
+}
+
+func TestCrashedNodeSessionsDropped(t *testing.T) {
+	ns := startCluster(t, 3, nil)
+	a, b, c := ns[0], ns[1], ns[2]
+	for i := range 50 {
+		c.UpsertLocal(Session{JID: fmt.Sprintf("u%d@x/r", i), Available: true})
+	}
+	waitFor(t, 2*time.Second, "sessions replicated", func() bool {
+		return a.DirectorySize() == 50 && b.DirectorySize() == 50
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := c.stop(ctx, false); err != nil { // crash: no Leave
+		t.Fatal(err)
+	}
+	took := waitFor(t, 10*time.Second, "dead node's sessions dropped", func() bool {
+		return a.DirectorySize() == 0 && b.DirectorySize() == 0 &&
+			a.h.goneFrom("n2") == 50 && b.h.goneFrom("n2") == 50
+	})
+	t.Logf("crash detected and sessions dropped after %v (n=3, DefaultLocalConfig)", time.Since(start))
+	if took > 8*time.Second {
+		t.Errorf("dead-node detection took %v", took)
+	}
+	if err := a.Route("n2", "u1@x/r", []byte("<m/>")); err == nil {
+		t.Fatal("Route to dead node succeeded")
+	}
+}
+
+func TestGracefulLeaveAndRejoinWithStaleEntries(t *testing.T) {
+	ns := startCluster(t, 2, nil)
+	a := ns[0]
+	b := ns[1]
+	b.UpsertLocal(Session{JID: "old@x/r", Available: true})
+	waitFor(t, time.Second, "replicated", func() bool { return a.DirectorySize() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "left node dropped", func() bool { return a.DirectorySize() == 0 })
+
+	// Same name, new process, new ports, a different session set.
+	b2 := startNode(t, "n1", nil, a.gossipAddr())
+	b2.UpsertLocal(Session{JID: "new@x/r", Available: true})
+	waitFor(t, 5*time.Second, "rejoined node's sessions", func() bool {
+		_, okNew := a.LookupFull("new@x/r")
+		_, okOld := a.LookupFull("old@x/r")
+		return okNew && !okOld
+	})
+}
+
+func TestConflictLaterBindWins(t *testing.T) {
+	ns := startCluster(t, 2, nil)
+	a, b := ns[0], ns[1]
+	a.UpsertLocal(Session{JID: "carol@x/r", Available: true})
+	waitFor(t, time.Second, "a's entry on b", func() bool { _, ok := b.LookupFull("carol@x/r"); return ok })
+	b.UpsertLocal(Session{JID: "carol@x/r", Available: true})
+	waitFor(t, time.Second, "conflict on a", func() bool {
+		c := a.h.conflictList()
+		return len(c) == 1 && c[0] == "carol@x/r"
+	})
+	if c := b.h.conflictList(); len(c) != 0 {
+		t.Fatalf("later binder got conflict %v", c)
+	}
+	// b's newer presence updates do not re-kick.
+	b.UpsertLocal(Session{JID: "carol@x/r", Available: true, Show: "away"})
+	waitFor(t, time.Second, "update", func() bool { s, _ := a.LookupFull("carol@x/r"); return s.Show == "away" })
+	if c := a.h.conflictList(); len(c) != 1 {
+		t.Fatalf("conflicts = %v, want one", c)
+	}
+	// The server closes the old session; b's entry survives a's tombstone.
+	a.RemoveLocal("carol@x/r")
+	waitFor(t, time.Second, "a's tombstone on b", func() bool { return b.h.goneFrom("n0") == 1 })
+	if s, ok := a.LookupFull("carol@x/r"); !ok || s.Node != "n1" {
+		t.Fatalf("a lost b's entry: %+v %v", s, ok)
+	}
+}
+
+func TestSnapshotOnReconnect(t *testing.T) {
+	ns := startCluster(t, 2, func(c *Config) { c.PushPullInterval = time.Hour })
+	a, b := ns[0], ns[1]
+	b.dropDeltas.Store(true)
+	b.UpsertLocal(Session{JID: "dave@x/r", Available: true})
+	b.UpsertLocal(Session{JID: "erin@x/r", Available: true})
+	b.dropDeltas.Store(false)
+	if a.DirectorySize() != 0 {
+		t.Fatal("dropped deltas arrived")
+	}
+	// Break the link; the dialer (n0 < n1) reconnects and both send snapshots.
+	a.mu.RLock()
+	old := a.links["n1"]
+	a.mu.RUnlock()
+	if err := old.conn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	took := waitFor(t, 5*time.Second, "snapshot after reconnect", func() bool { return a.DirectorySize() == 2 })
+	t.Logf("link reconnect + snapshot in %v", took)
+}
+
+func TestDigestRepairAfterDroppedDelta(t *testing.T) {
+	ns := startCluster(t, 3, func(c *Config) {
+		c.PushPullInterval = 300 * time.Millisecond
+		c.repairGrace = 300 * time.Millisecond
+	})
+	a, b := ns[0], ns[1]
+	b.UpsertLocal(Session{JID: "fay@x/1", Available: true})
+	waitFor(t, time.Second, "first delta", func() bool { return a.DirectorySize() == 1 })
+	a.mu.RLock()
+	linkBefore := a.links["n1"]
+	a.mu.RUnlock()
+
+	b.dropDeltas.Store(true)
+	b.UpsertLocal(Session{JID: "fay@x/2", Available: true})
+	b.RemoveLocal("fay@x/1")
+	b.dropDeltas.Store(false)
+	took := waitFor(t, 10*time.Second, "digest repair", func() bool {
+		_, ok1 := a.LookupFull("fay@x/1")
+		_, ok2 := a.LookupFull("fay@x/2")
+		_, ok3 := ns[2].LookupFull("fay@x/2")
+		return !ok1 && ok2 && ok3
+	})
+	t.Logf("dropped delta repaired by digest in %v (push/pull 300ms, grace 300ms)", took)
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if a.links["n1"] != linkBefore {
+		t.Fatal("repair went through a reconnect, not the digest")
+	}
+}
+
+func TestLoadSteering(t *testing.T) {
+	ns := startCluster(t, 3, func(c *Config) { c.Meta.C2S = "c2s.example:5222" })
+	ns[0].SetLoad(Load{Sessions: 900, CPU: 0.5})
+	ns[1].SetLoad(Load{Sessions: 100, CPU: 0.1})
+	ns[2].SetLoad(Load{Sessions: 200, CPU: 0.1})
+	waitFor(t, 5*time.Second, "loads gossiped", func() bool {
+		for _, n := range ns {
+			nodes := n.Nodes()
+			if len(nodes) != 3 || nodes[0].Load.Sessions != 900 || nodes[1].Load.Sessions != 100 || nodes[2].Load.Sessions != 200 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range ns {
+		ll, ok := n.LeastLoaded()
+		if !ok || ll.Name != "n1" || ll.C2S != "c2s.example:5222" {
+			t.Fatalf("%s: LeastLoaded = %+v %v", n.Name(), ll, ok)
+		}
+	}
+	if tgt, ok := ns[0].ShouldSteer(0.2); !ok || tgt.Name != "n1" {
+		t.Fatalf("ShouldSteer on overloaded node = %+v %v", tgt, ok)
+	}
+	if _, ok := ns[1].ShouldSteer(0.2); ok {
+		t.Fatal("lightest node steers")
+	}
+	if _, ok := ns[2].ShouldSteer(0.2); ok {
+		t.Fatal("node under average steers")
+	}
+}
+
+func TestNodeMetaSizeValidated(t *testing.T) {
+	cfg := DefaultLocalConfig()
+	cfg.NodeName = "big"
+	cfg.Meta.C2S = strings.Repeat("a", 300)
+	cfg.Meta.HTTP = strings.Repeat("b", 200)
+	_, err := New(cfg, newRec())
+	if !errors.Is(err, ErrMetaTooLarge) {
+		t.Fatalf("New with 500-byte addresses: %v", err)
+	}
+	t.Log(err)
+	cfg.Meta.HTTP = "b:80"
+	if _, err := New(cfg, newRec()); err != nil {
+		t.Fatalf("New with small meta: %v", err)
+	}
+	cfg.SecretKey = []byte("short")
+	if _, err := New(cfg, newRec()); err == nil || !strings.Contains(err.Error(), "secret key") {
+		t.Fatalf("bad key length: %v", err)
+	}
+}
+
+func TestWrongSecretKeyLinkRefused(t *testing.T) {
+	a := startNode(t, "n0", nil)
+	linkAddr := a.meta.Link
+	for _, tc := range []struct {
+		name string
+		key  []byte
+	}{
+		{"wrong key", []byte("fedcba9876543210fedcba9876543210")},
+		{"no key", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.DialTimeout("tcp", linkAddr, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			err = dialHandshake(conn, tc.key, "intruder", "n0")
+			if !errors.Is(err, ErrAuth) {
+				t.Fatalf("handshake with %s: %v", tc.name, err)
+			}
+		})
+	}
+	if a.linkCount() != 0 {
+		t.Fatal("refused peer got a link")
+	}
+	// Control: the right key is accepted.
+	conn, err := net.DialTimeout("tcp", linkAddr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := dialHandshake(conn, testKey, "friend", "n0"); err != nil {
+		t.Fatalf("right key refused: %v", err)
+	}
+	waitFor(t, time.Second, "accepted link", func() bool { return a.linkCount() == 1 })
+}
+
+func TestHandshakeUnit(t *testing.T) {
+	k2 := []byte("fedcba9876543210")
+	for _, tc := range []struct {
+		name       string
+		dial, acc  []byte
+		wantAccept bool
+	}{
+		{"same key", testKey, testKey, true},
+		{"no keys", nil, nil, true},
+		{"wrong key", k2, testKey, false},
+		{"dialer without key", nil, testKey, false},
+		{"acceptor without key", testKey, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c1, c2 := net.Pipe()
+			defer c1.Close()
+			defer c2.Close()
+			errc := make(chan error, 1)
+			go func() {
+				_, err := acceptHandshake(c2, tc.acc, "acc")
+				if err != nil {
+					c2.Close()
+				}
+				errc <- err
+			}()
+			derr := dialHandshake(c1, tc.dial, "dial", "acc")
+			if derr != nil {
+				c1.Close() // as dialOnce does
+			}
+			var aerr error
+			select {
+			case aerr = <-errc:
+			case <-time.After(5 * time.Second):
+				t.Fatal("acceptor hung")
+			}
+			if tc.wantAccept && (derr != nil || aerr != nil) {
+				t.Fatalf("dial %v, accept %v", derr, aerr)
+			}
+			if !tc.wantAccept && (derr == nil || aerr == nil) {
+				t.Fatalf("want refusal on both sides: dial %v, accept %v", derr, aerr)
+			}
+		})
+	}
+}
+
+func TestUndeliveredReportedWhenLinkDies(t *testing.T) {
+	c1, c2 := net.Pipe()
+	defer c2.Close()
+	l := newLink("peer", c1, 4, zerolog.New(zerolog.NewTestWriter(t)))
+	l.resync.Store(false)
+	for i := range 4 {
+		if err := l.enqueue(outFrame{typ: frameStanza, to: fmt.Sprintf("u%d@x", i), body: []byte("<m/>")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.enqueue(outFrame{typ: frameStanza, to: "full@x"}); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("full queue: %v", err)
+	}
+	l.close() // the link dies before the writer ran
+	if err := l.enqueue(outFrame{typ: frameStanza, to: "late@x"}); !errors.Is(err, ErrLinkDown) {
+		t.Fatalf("closed link: %v", err)
+	}
+	got := l.writeLoop(func() []byte { return nil })
+	if len(got) != 4 {
+		t.Fatalf("undelivered = %d frames, want 4", len(got))
+	}
+}
+
+func TestRouteQueueFullAndLinkDown(t *testing.T) {
+	ns := startCluster(t, 2, func(c *Config) { c.LinkQueue = 1 })
+	a := ns[0]
+	var full bool
+	for range 10000 {
+		if err := a.Route("n1", "x@y", make([]byte, 4096)); errors.Is(err, ErrQueueFull) {
+			full = true
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !full {
+		t.Fatal("queue never reported full")
+	}
+}
+
+func TestConverge10k(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: skips the 10k-session convergence measurement")
+	}
+	const n = 10000
+	ns := startCluster(t, 3, nil)
+	for i := range n {
+		ns[i%3].UpsertLocal(Session{JID: fmt.Sprintf("user%05d@collect.example.com/device-%d", i, i%7), Available: true, Show: "chat", Priority: 1})
+	}
+	waitFor(t, 10*time.Second, "10k on the first nodes", func() bool {
+		return ns[0].DirectorySize() == n && ns[1].DirectorySize() == n && ns[2].DirectorySize() == n
+	})
+	snap := ns[0].snapshotFrame()
+	ns[0].localMu.Lock()
+	own := len(ns[0].local)
+	ns[0].localMu.Unlock()
+	t.Logf("snapshot: %d bytes for %d entries = %.1f B/entry (JIDs ~39 B)", len(snap), own, float64(len(snap))/float64(own))
+
+	start := time.Now()
+	d := startNode(t, "n9", nil, ns[0].gossipAddr())
+	took := waitFor(t, 10*time.Second, "new node converges", func() bool { return d.DirectorySize() == n })
+	t.Logf("new node converged to %d sessions in %v (join + 3 link snapshots)", n, took)
+	_ = start
+}
+
+func BenchmarkConverge10k(b *testing.B) {
+	const n = 10000
+	ns := startCluster(b, 2, nil)
+	for i := range n {
+		ns[i%2].UpsertLocal(Session{JID: fmt.Sprintf("user%05d@collect.example.com/device", i), Available: true})
+	}
+	waitFor(b, 10*time.Second, "seed nodes", func() bool { return ns[1].DirectorySize() == n })
+	b.ReportMetric(float64(len(ns[0].snapshotFrame()))/float64(n/2), "snapshot-B/entry")
+	b.ResetTimer()
+	for i := range b.N {
+		d := startNode(b, fmt.Sprintf("new%d", i), nil, ns[0].gossipAddr())
+		waitFor(b, 10*time.Second, "converge", func() bool { return d.DirectorySize() == n })
+		b.StopTimer()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := d.Shutdown(ctx); err != nil {
+			b.Fatal(err)
+		}
+		cancel()
+		b.StartTimer()
+	}
+}

@@ -1,0 +1,231 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/rs/zerolog"
+)
+
+// Default ports and limits.
+const (
+	// DefaultBindPort is memberlist's TCP+UDP gossip port.
+	DefaultBindPort = 7946
+	// DefaultLinkAddr is the node-to-node stanza link listener.
+	DefaultLinkAddr = ":7947"
+	// DefaultLinkQueue is the number of frames a link buffers before Route
+	// returns ErrQueueFull.
+	DefaultLinkQueue = 8192
+	// metaUpdateEvery bounds how often SetLoad re-advertises node metadata.
+	metaUpdateEvery = 500 * time.Millisecond
+)
+
+// Config configures a Cluster. The zero value of every field means its
+// default; New never modifies the caller's struct.
+type Config struct {
+	// NodeName is the unique member name. Default: os.Hostname().
+	NodeName string
+	// BindAddr and BindPort are memberlist's listen address (TCP and UDP).
+	// Default 0.0.0.0:7946. BindPort -1 is not allowed; use Local with
+	// BindPort 0 in tests to get a free port (0 means "any" only when
+	// Local is set, otherwise 0 means the default 7946).
+	BindAddr string
+	BindPort int
+	// AdvertiseAddr and AdvertisePort are what other members use to reach
+	// memberlist. Default: derived by memberlist from BindAddr.
+	AdvertiseAddr string
+	AdvertisePort int
+	// LinkAddr is the node-to-node link listener (host:port, port 0 picks
+	// a free port). Default ":7947".
+	LinkAddr string
+	// Join lists seed addresses (host:port) to join on Start.
+	Join []string
+	// JoinDNS is a DNS name whose A/AAAA records are seeds; the port is
+	// BindPort.
+	JoinDNS string
+	// SecretKey (16, 24 or 32 bytes) encrypts gossip (AES-GCM) and
+	// authenticates links (HMAC-SHA256 challenge). Empty: no encryption,
+	// links unauthenticated (a warning is logged).
+	SecretKey []byte
+	// Label is memberlist's cluster label; members with another label are
+	// ignored.
+	Label string
+	// Local selects memberlist.DefaultLocalConfig timings (loopback tests)
+	// instead of DefaultLANConfig.
+	Local bool
+	// PushPullInterval overrides memberlist's full state sync interval
+	// (which carries the session-directory digest). Default: memberlist's
+	// (30 s LAN, 15 s Local).
+	PushPullInterval time.Duration
+	// LinkQueue is the per-link frame queue length. Default DefaultLinkQueue.
+	LinkQueue int
+	// Meta holds the addresses this node advertises. Meta.Name is forced to
+	// NodeName; an empty Meta.Link is filled with the link listener's
+	// address after Start.
+	Meta NodeMeta
+	// Logger receives all cluster and memberlist logs.
+	Logger zerolog.Logger
+
+	// repairGrace is how long a digest mismatch may wait for in-flight
+	// deltas before a snapshot is requested. Default 2 s; tests shorten it.
+	repairGrace time.Duration
+}
+
+// DefaultConfig returns the production defaults.
+func DefaultConfig() Config {
+	return Config{
+		BindAddr:  "0.0.0.0",        // all interfaces
+		BindPort:  DefaultBindPort,  // memberlist standard port
+		LinkAddr:  DefaultLinkAddr,  // stanza links
+		LinkQueue: DefaultLinkQueue, // frames per peer
+	}
+}
+
+// DefaultLocalConfig returns a config for in-process tests on loopback:
+// memberlist local timings, free ports, short push/pull interval.
+func DefaultLocalConfig() Config {
+	return Config{
+		BindAddr:         "127.0.0.1",
+		BindPort:         0,
+		LinkAddr:         "127.0.0.1:0",
+		Local:            true,
+		PushPullInterval: time.Second, // fast digest repair in tests
+		LinkQueue:        DefaultLinkQueue,
+	}
+}
+
+// withDefaults returns a filled copy of c.
+func (c Config) withDefaults() (Config, error) {
+	if c.NodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return c, fmt.Errorf("cluster: node name not set and hostname unknown: %w", err)
+		}
+		c.NodeName = h
+	}
+	if c.BindAddr == "" {
+		c.BindAddr = "0.0.0.0"
+	}
+	if c.BindPort == 0 && !c.Local {
+		c.BindPort = DefaultBindPort
+	}
+	if c.LinkAddr == "" {
+		c.LinkAddr = DefaultLinkAddr
+	}
+	if c.LinkQueue <= 0 {
+		c.LinkQueue = DefaultLinkQueue
+	}
+	c.Join = append([]string(nil), c.Join...)
+	c.SecretKey = append([]byte(nil), c.SecretKey...)
+	c.Meta.Name = c.NodeName
+	if c.repairGrace <= 0 {
+		c.repairGrace = 2 * time.Second
+	}
+	return c, nil
+}
+
+// Validate reports every problem in c (after defaults) at once.
+func (c Config) Validate() error {
+	var errs []error
+	switch len(c.SecretKey) {
+	case 0, 16, 24, 32:
+	default:
+		errs = append(errs, fmt.Errorf("cluster: secret key is %d bytes; use 16, 24 or 32", len(c.SecretKey)))
+	}
+	if c.BindPort < 0 || c.BindPort > 65535 {
+		errs = append(errs, fmt.Errorf("cluster: bind port %d out of range", c.BindPort))
+	}
+	if c.AdvertisePort < 0 || c.AdvertisePort > 65535 {
+		errs = append(errs, fmt.Errorf("cluster: advertise port %d out of range", c.AdvertisePort))
+	}
+	if _, _, err := net.SplitHostPort(c.LinkAddr); err != nil {
+		errs = append(errs, fmt.Errorf("cluster: link address %q: %w", c.LinkAddr, err))
+	}
+	if len(c.NodeName) > 255 {
+		errs = append(errs, fmt.Errorf("cluster: node name is %d bytes; at most 255", len(c.NodeName)))
+	}
+	if err := validateMetaSize(c); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// validateMetaSize encodes the metadata with the largest load values and the
+// longest link address the listener could produce, so that UpdateNode can
+// never exceed memberlist.MetaMaxSize later.
+func validateMetaSize(c Config) error {
+	m := c.Meta
+	if m.Link == "" {
+		host, _, err := net.SplitHostPort(c.LinkAddr)
+		if err != nil {
+			host = ""
+		}
+		m.Link = net.JoinHostPort(host, "65535")
+	}
+	worst := Load{Sessions: 1<<31 - 1, Components: 1<<31 - 1, StanzaRate: 1e9, CPU: 1}
+	n := len(encodeMeta(m, worst, 1<<63-1))
+	if n > memberlist.MetaMaxSize {
+		return fmt.Errorf("%w: %d bytes encoded, limit %d; shorten the advertised addresses", ErrMetaTooLarge, n, memberlist.MetaMaxSize)
+	}
+	return nil
+}
+
+// memberlistConfig builds memberlist's config from c (defaults applied).
+func (c Config) memberlistConfig(d *delegate, ev *events, mg *merger, logger zerolog.Logger) *memberlist.Config {
+	var mc *memberlist.Config
+	if c.Local {
+		mc = memberlist.DefaultLocalConfig()
+	} else {
+		mc = memberlist.DefaultLANConfig()
+	}
+	mc.Name = c.NodeName
+	mc.BindAddr = c.BindAddr
+	mc.BindPort = c.BindPort
+	mc.AdvertisePort = c.BindPort
+	if c.AdvertiseAddr != "" {
+		mc.AdvertiseAddr = c.AdvertiseAddr
+	}
+	if c.AdvertisePort != 0 {
+		mc.AdvertisePort = c.AdvertisePort
+	}
+	if len(c.SecretKey) > 0 {
+		mc.SecretKey = c.SecretKey
+	}
+	mc.Label = c.Label
+	if c.PushPullInterval > 0 {
+		mc.PushPullInterval = c.PushPullInterval
+	}
+	mc.Delegate = d
+	mc.Events = ev
+	mc.Merge = mg
+	mc.Conflict = mg
+	mc.Logger = log.New(&mlLogWriter{log: logger.With().Str("component", "memberlist").Logger()}, "", 0)
+	mc.LogOutput = nil
+	return mc
+}
+
+// seedAddrs returns the configured seeds plus the addresses JoinDNS resolves
+// to (port = BindPort).
+func (c Config) seedAddrs() ([]string, error) {
+	seeds := append([]string(nil), c.Join...)
+	if c.JoinDNS != "" {
+		hosts, err := net.LookupHost(c.JoinDNS)
+		if err != nil {
+			return seeds, fmt.Errorf("cluster: resolve join name %s: %w", c.JoinDNS, err)
+		}
+		port := c.BindPort
+		if port == 0 {
+			port = DefaultBindPort
+		}
+		for _, h := range hosts {
+			seeds = append(seeds, net.JoinHostPort(h, strconv.Itoa(port)))
+		}
+	}
+	return seeds, nil
+}

@@ -1,0 +1,34 @@
+// Package cluster is an xcollect node's view of the cluster: membership and
+// failure detection (hashicorp/memberlist), node metadata (advertised
+// addresses and load, for steering to the least-loaded node), the
+// cluster-wide session directory (full JID → owning node, presence,
+// version), and the persistent node-to-node links that carry directory
+// deltas and routed stanzas.
+//
+// What it owns:
+//   - memberlist: join by seeds or DNS name, AES-GCM gossip with the secret
+//     key, label, dead-node detection; its logs go to zerolog (logger.go).
+//   - The session directory (directory.go): each node is authoritative for
+//     its own sessions. Deltas travel on links, never on memberlist
+//     broadcasts (they lose messages). A link that (re)connects starts with a
+//     snapshot of the sender's sessions. memberlist push/pull carries a small
+//     per-owner digest (count, hash, newest version, merge.go); a node whose
+//     view differs asks the owner for a snapshot. Versions come from a hybrid
+//     logical clock, so the newest entry wins, a restarted node's entries
+//     beat its stale ones, and a later bind of the same full JID on another
+//     node kicks the older session (Handler.HandleConflict, RFC 6120
+//     §7.7.2.2 "replace old").
+//   - Links (link.go, links.go): one TCP connection per peer pair, dialed by
+//     the node with the smaller name, authenticated with an HMAC-SHA256
+//     challenge over both names and nonces, length-prefixed frames with a
+//     type byte, one writer goroutine per link with a bounded queue.
+//
+// What it must not do: block a stanza path on gossip (Route only queues),
+// import other xcollect packages, or know about XML.
+//
+// Read first: Cluster (cluster.go) and Handler, then Session and directory
+// (directory.go), then link (link.go). Goroutines: every one is started by
+// Cluster.spawn and counted; memberlist callbacks only queue work for the
+// events goroutine (events.go). Lock order: Cluster.localMu, then
+// Cluster.mu, then link.mu; directory.mu is a leaf.
+package cluster

@@ -1,0 +1,25 @@
+package cluster
+
+import "errors"
+
+// Sentinel errors returned by Cluster methods. Match them with errors.Is.
+var (
+	// ErrUnknownNode is returned by Route when the target node is not an
+	// alive member of the cluster.
+	ErrUnknownNode = errors.New("cluster: unknown or dead node")
+	// ErrLinkDown is returned by Route when the node is alive but no link to
+	// it is established at the moment.
+	ErrLinkDown = errors.New("cluster: link to node is down")
+	// ErrQueueFull is returned by Route when the link's send queue is full.
+	ErrQueueFull = errors.New("cluster: link queue full")
+	// ErrMetaTooLarge is returned by New when the encoded node metadata
+	// would not fit memberlist's 512-byte limit.
+	ErrMetaTooLarge = errors.New("cluster: node metadata exceeds memberlist limit")
+	// ErrNotStarted is returned when a method needs a started cluster.
+	ErrNotStarted = errors.New("cluster: not started")
+	// ErrClosed is returned after Shutdown began.
+	ErrClosed = errors.New("cluster: shut down")
+	// ErrAuth is returned by the link handshake when the peer failed the
+	// HMAC challenge.
+	ErrAuth = errors.New("cluster: link authentication failed")
+)

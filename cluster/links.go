@@ -1,0 +1,317 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+)
+
+const (
+	dialBackoffMin = 50 * time.Millisecond
+	dialBackoffMax = 5 * time.Second
+	// linkStable is how long a link must live before backoff resets.
+	linkStable = 5 * time.Second
+)
+
+// acceptLoop accepts inbound links until the listener closes.
+func (c *Cluster) acceptLoop() {
+	for {
+		conn, err := c.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || c.ctx.Err() != nil {
+				return
+			}
+			c.log.Warn().Err(err).Msg("link accept")
+			t := time.NewTimer(100 * time.Millisecond)
+			select {
+			case <-c.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
+		}
+		if !c.spawn("link-in", func() { c.serveInbound(conn) }) {
+			_ = conn.Close() // shutting down; nothing to report
+		}
+	}
+}
+
+func (c *Cluster) serveInbound(conn net.Conn) {
+	stop := context.AfterFunc(c.ctx, func() { _ = conn.Close() }) // unblock the handshake on shutdown
+	peer, err := acceptHandshake(conn, c.cfg.SecretKey, c.cfg.NodeName)
+	stop()
+	if err != nil {
+		c.log.Warn().Err(err).Str("peer", peer).Str("remote", conn.RemoteAddr().String()).Msg("link refused")
+		_ = conn.Close() // refused; the reason is logged above
+		return
+	}
+	c.runLink(c.ctx, peer, conn)
+}
+
+// ensureDialer starts the dial loop to peer (we dial peers whose name is
+// greater than ours; they dial us otherwise).
+func (c *Cluster) ensureDialer(peer string) {
+	if c.cfg.NodeName >= peer {
+		return
+	}
+	c.mu.Lock()
+	if _, ok := c.dialers[peer]; ok || c.closing {
+		c.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	c.dialers[peer] = cancel
+	c.mu.Unlock()
+	if !c.spawn("link-dial", func() { c.dialLoop(ctx, peer) }) {
+		cancel()
+	}
+}
+
+// stopPeer stops dialing peer, closes its link and waits (bounded) for the
+// link's reader so that no late delta resurrects its entries.
+func (c *Cluster) stopPeer(peer string) {
+	c.mu.Lock()
+	cancel := c.dialers[peer]
+	delete(c.dialers, peer)
+	l := c.links[peer]
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	if l != nil {
+		l.close()
+		t := time.NewTimer(time.Second)
+		defer t.Stop()
+		select {
+		case <-l.readerDone:
+		case <-t.C:
+			c.log.Warn().Str("peer", peer).Msg("link reader slow to stop")
+		}
+	}
+}
+
+// dialLoop keeps a link to peer up while ctx lives, with exponential backoff.
+func (c *Cluster) dialLoop(ctx context.Context, peer string) {
+	log := c.log.With().Str("peer", peer).Logger()
+	backoff := dialBackoffMin
+	failing := false
+	for ctx.Err() == nil {
+		err := c.dialOnce(ctx, peer, &backoff)
+		if err != nil && ctx.Err() == nil {
+			if !failing {
+				log.Warn().Err(err).Msg("link dial failed; retrying with backoff")
+			} else {
+				log.Debug().Err(err).Dur("backoff", backoff).Msg("link dial failed")
+			}
+			failing = true
+		} else {
+			failing = false
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(backoff*2, dialBackoffMax)
+	}
+}
+
+func (c *Cluster) dialOnce(ctx context.Context, peer string, backoff *time.Duration) error {
+	addr, err := c.peerLinkAddr(peer)
+	if err != nil {
+		return err
+	}
+	d := net.Dialer{Timeout: handshakeTimeout}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", addr, err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() }) // unblock the handshake
+	err = dialHandshake(conn, c.cfg.SecretKey, c.cfg.NodeName, peer)
+	stop()
+	if err != nil {
+		_ = conn.Close() // the handshake error is returned
+		return fmt.Errorf("handshake with %s: %w", addr, err)
+	}
+	start := time.Now()
+	c.runLink(ctx, peer, conn)
+	if time.Since(start) > linkStable {
+		*backoff = dialBackoffMin
+	}
+	return nil
+}
+
+// peerLinkAddr returns the link address peer advertises; an empty or
+// unspecified host is replaced by the peer's memberlist address.
+func (c *Cluster) peerLinkAddr(peer string) (string, error) {
+	if m, ok := c.member(peer); ok {
+		meta, _, _, err := decodeMeta(m.Meta)
+		if err != nil {
+			return "", fmt.Errorf("peer %s metadata: %w", peer, err)
+		}
+		host, port, err := net.SplitHostPort(meta.Link)
+		if err != nil {
+			return "", fmt.Errorf("peer %s link address %q: %w", peer, meta.Link, err)
+		}
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			host = m.Addr.String()
+		}
+		if _, err := strconv.Atoi(port); err != nil {
+			return "", fmt.Errorf("peer %s link port %q: %w", peer, port, err)
+		}
+		return net.JoinHostPort(host, port), nil
+	}
+	return "", fmt.Errorf("peer %s: %w", peer, ErrUnknownNode)
+}
+
+// runLink serves an authenticated connection until it dies or ctx ends. It
+// replaces an older link to the same peer.
+func (c *Cluster) runLink(ctx context.Context, peer string, conn net.Conn) {
+	log := c.log.With().Str("peer", peer).Logger()
+	l := newLink(peer, conn, c.cfg.LinkQueue, log)
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		_ = conn.Close() // shutting down
+		return
+	}
+	old := c.links[peer]
+	c.links[peer] = l
+	c.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+	log.Info().Str("remote", conn.RemoteAddr().String()).Msg("link up")
+	stop := context.AfterFunc(ctx, l.close)
+	defer stop()
+
+	writerDone := make(chan struct{})
+	var undelivered []outFrame
+	if !c.spawn("link-writer", func() {
+		defer close(writerDone)
+		undelivered = l.writeLoop(c.snapshotFrame)
+	}) {
+		l.close()
+		close(writerDone)
+	}
+	c.readLoop(l)
+	<-writerDone
+
+	c.mu.Lock()
+	if c.links[peer] == l {
+		delete(c.links, peer)
+	}
+	c.mu.Unlock()
+	log.Info().Int("undelivered", len(undelivered)).Msg("link down")
+	for _, f := range undelivered {
+		c.h.HandleUndelivered(f.to, f.body)
+	}
+}
+
+func (c *Cluster) readLoop(l *link) {
+	defer close(l.readerDone)
+	defer l.close()
+	r := bufio.NewReaderSize(l.conn, 64<<10)
+	for {
+		t, body, err := readFrame(r)
+		if err != nil {
+			if !l.isClosed() {
+				l.log.Debug().Err(err).Msg("link read")
+			}
+			return
+		}
+		if l.isClosed() {
+			return // the peer left; do not apply late frames
+		}
+		if err := c.handleFrame(l, t, body); err != nil {
+			l.log.Warn().Err(err).Stringer("frame", t).Msg("bad frame; closing link")
+			return
+		}
+	}
+}
+
+func (c *Cluster) handleFrame(l *link, t frameType, body []byte) error {
+	switch t {
+	case frameDelta:
+		r := reader{b: body}
+		n := r.uvarint()
+		if n > uint64(len(body)) {
+			return errors.New("delta count exceeds frame")
+		}
+		ss := make([]Session, 0, n)
+		for i := uint64(0); i < n && r.err == nil; i++ {
+			ss = append(ss, r.session(l.peer))
+		}
+		if r.err != nil {
+			return fmt.Errorf("decode delta: %w", r.err)
+		}
+		for _, s := range ss {
+			c.observe(s.Version)
+		}
+		up, gone := c.dir.applyDelta(l.peer, ss, time.Now())
+		c.notify(up, gone)
+	case frameSnapshot:
+		r := reader{b: body}
+		floor, maxV, n := r.uvarint(), r.uvarint(), r.uvarint()
+		if n > uint64(len(body)) {
+			return errors.New("snapshot count exceeds frame")
+		}
+		ss := make([]Session, 0, n)
+		for i := uint64(0); i < n && r.err == nil; i++ {
+			ss = append(ss, r.session(l.peer))
+		}
+		if r.err != nil {
+			return fmt.Errorf("decode snapshot: %w", r.err)
+		}
+		c.observe(floor)
+		up, gone := c.dir.applySnapshot(l.peer, floor, maxV, ss)
+		l.log.Debug().Int("entries", len(ss)).Int("bytes", len(body)).Msg("snapshot applied")
+		c.notify(up, gone)
+	case frameSnapshotRequest:
+		l.requestResync()
+	case frameStanza:
+		r := reader{b: body}
+		to := r.string()
+		if r.err != nil {
+			return fmt.Errorf("decode stanza: %w", r.err)
+		}
+		c.h.HandleStanza(to, r.b)
+	default:
+		l.log.Warn().Stringer("frame", t).Msg("unknown frame type dropped")
+	}
+	return nil
+}
+
+// notify checks conflicts with local sessions and calls the handler.
+func (c *Cluster) notify(updated, gone []Session) {
+	var conflicts []string
+	if len(updated) > 0 {
+		c.localMu.Lock()
+		for _, u := range updated {
+			ls, ok := c.local[u.JID]
+			if !ok || ls.Version >= u.Version || c.kicked[u.JID] == ls.Version {
+				continue
+			}
+			c.kicked[u.JID] = ls.Version
+			conflicts = append(conflicts, u.JID)
+		}
+		c.localMu.Unlock()
+	}
+	if len(gone) > 0 {
+		c.h.HandleSessionsGone(gone)
+	}
+	for _, u := range updated {
+		c.h.HandleSessionUpdate(u)
+	}
+	for _, j := range conflicts {
+		c.log.Info().Str("jid", j).Msg("resource conflict: a later bind on another node wins")
+		c.h.HandleConflict(j)
+	}
+}
