@@ -265,11 +265,9 @@ func testDeadLetters(t *testing.T, f Factory) {
 	if st := stats(ctx, t, q, "c.x"); st.Rows != 3 || st.DeadLetters != 0 || st.Bytes != 15 {
 		t.Fatalf("Stats after replay = %+v", st)
 	}
-	// Replayed rows are delivered like new ones, by sender order, to the
-	// owner that still leases their partitions; A had claimed the old rows.
-	if got := claim(ctx, t, q, "c.x", "B", time.Minute, 0, 100); len(got) != 0 {
-		t.Fatalf("B got %v of partitions A leases", ids(got))
-	}
+	// Replayed rows are delivered like new ones, by sender order. A, which
+	// had claimed the old rows, may still lease their (then empty)
+	// partitions, so A claims them.
 	got := claim(ctx, t, q, "c.x", "A", time.Minute, 0, 100)
 	wantBodies(t, "claim after replay", got, "<r2/>", "<r1/>", "<r3/>")
 	for _, it := range got {
