@@ -1,0 +1,248 @@
+// Package config reads the xcollect configuration file (YAML), applies
+// environment variables and defaults, and validates it, reporting every
+// problem with its key and the fix. It knows the file format only; the
+// command wires the result into server, component, cluster and storage
+// configurations.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// File is the configuration file. Every field documents its default; the
+// example in deployments/xcollect.example.yaml shows each key.
+type File struct {
+	Node       Node        `yaml:"node"`
+	Domains    []string    `yaml:"domains"`  // served virtual hosts; default [localhost]
+	DataDir    string      `yaml:"data_dir"` // embedded store and generated certificate; default ./data
+	Log        Log         `yaml:"log"`
+	Listeners  Listeners   `yaml:"listeners"`
+	TLS        TLS         `yaml:"tls"`
+	Storage    Storage     `yaml:"storage"`
+	Limits     Limits      `yaml:"limits"`
+	Offline    Offline     `yaml:"offline"`
+	SM         SM          `yaml:"stream_management"`
+	Components []Component `yaml:"components"`
+	Cluster    Cluster     `yaml:"cluster"`
+}
+
+// Node names this node.
+type Node struct {
+	Name string `yaml:"name"` // unique in a cluster; default the host name
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error; default info
+	Format string `yaml:"format"` // auto (console on a terminal, JSON otherwise), console, json; default auto
+}
+
+// Listeners are the addresses the node listens on ("" disables one).
+type Listeners struct {
+	C2S       *string `yaml:"c2s"`       // STARTTLS; default ":5222"
+	C2STLS    *string `yaml:"c2s_tls"`   // direct TLS (XEP-0368); default ":5223"
+	Component *string `yaml:"component"` // XEP-0114; default ":5347"
+	HTTP      *string `yaml:"http"`      // health and /v1/connect; default ":5280"
+}
+
+// TLS configures certificates.
+type TLS struct {
+	Cert    string `yaml:"cert"`    // PEM certificate chain; empty: self-signed in data_dir
+	Key     string `yaml:"key"`     // PEM private key
+	Require *bool  `yaml:"require"` // refuse authentication without TLS; default true
+}
+
+// Storage selects the store: embedded unless postgres.dsn is set.
+type Storage struct {
+	Embedded struct {
+		Path string `yaml:"path"` // default <data_dir>/xcollect.db
+	} `yaml:"embedded"`
+	Postgres struct {
+		DSN            string        `yaml:"dsn"`             // or XCOLLECT_POSTGRES_DSN
+		MaxConns       int32         `yaml:"max_conns"`       // default 8
+		ConnectTimeout time.Duration `yaml:"connect_timeout"` // default 5s
+		StartupTimeout time.Duration `yaml:"startup_timeout"` // default 30s
+	} `yaml:"postgres"`
+}
+
+// Limits bound clients.
+type Limits struct {
+	MaxStanzaBytes     int           `yaml:"max_stanza_bytes"`    // default 262144
+	NegotiationTimeout time.Duration `yaml:"negotiation_timeout"` // default 30s
+	IdleTimeout        time.Duration `yaml:"idle_timeout"`        // ping after this silence; default 5m
+	PingTimeout        time.Duration `yaml:"ping_timeout"`        // close after this without answer; default 30s
+}
+
+// Offline configures offline messages (XEP-0160).
+type Offline struct {
+	Expiry     time.Duration `yaml:"expiry"`       // default 720h
+	MaxPerUser int           `yaml:"max_per_user"` // default 1000
+}
+
+// SM configures XEP-0198 for clients.
+type SM struct {
+	ResumeTimeout *time.Duration `yaml:"resume_timeout"` // default 5m; 0 disables resumption
+}
+
+// Component is one XEP-0114 processor.
+type Component struct {
+	JID             string        `yaml:"jid"`
+	Secret          string        `yaml:"secret"`
+	Multi           bool          `yaml:"multiple_connections"` // default false: a second connection gets conflict
+	ReceivePresence bool          `yaml:"receive_presence"`
+	MaxRows         int64         `yaml:"max_rows"`      // default 1000000; 0 after default: no limit
+	MaxBytes        int64         `yaml:"max_bytes"`     // default 1 GiB
+	MaxAge          time.Duration `yaml:"max_age"`       // default 168h; older rows go to dead letters
+	DedupeWindow    time.Duration `yaml:"dedupe_window"` // default 24h
+}
+
+// Cluster configures memberlist and node links. Empty join: single node.
+type Cluster struct {
+	Bind      string   `yaml:"bind"`      // memberlist address; default 0.0.0.0:7946
+	Advertise string   `yaml:"advertise"` // address others reach; default the bind address
+	Link      string   `yaml:"link"`      // node-to-node stanza links; default :7947
+	Join      []string `yaml:"join"`      // seed addresses host:port
+	JoinDNS   string   `yaml:"join_dns"`  // DNS name resolving to seeds
+	Key       string   `yaml:"key"`       // base64 16/24/32-byte gossip and link key; or XCOLLECT_CLUSTER_KEY
+	Steering  struct {
+		Margin     float64 `yaml:"margin"`     // steer new clients when above average*(1+margin); 0 disables; default 0.25
+		Components bool    `yaml:"components"` // also steer components; default false
+	} `yaml:"steering"`
+}
+
+// Enabled reports whether clustering is configured.
+func (c Cluster) Enabled() bool { return len(c.Join) > 0 || c.JoinDNS != "" || c.Bind != "" }
+
+// Load reads path ("" = no file: defaults only), applies the environment
+// (XCOLLECT_POSTGRES_DSN, XCOLLECT_CLUSTER_KEY) and defaults.
+func Load(path string) (File, error) {
+	var f File
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return f, fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true) // unknown keys are errors, with their line
+		if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+			return f, fmt.Errorf("config: %s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+	}
+	if f.Storage.Postgres.DSN == "" {
+		f.Storage.Postgres.DSN = os.Getenv("XCOLLECT_POSTGRES_DSN")
+	}
+	if f.Cluster.Key == "" {
+		f.Cluster.Key = os.Getenv("XCOLLECT_CLUSTER_KEY")
+	}
+	return f.WithDefaults(), nil
+}
+
+// WithDefaults returns a copy of f with defaults filled in.
+func (f File) WithDefaults() File {
+	str := func(p **string, v string) {
+		if *p == nil {
+			*p = &v
+		}
+	}
+	if len(f.Domains) == 0 {
+		f.Domains = []string{"localhost"}
+	}
+	if f.DataDir == "" {
+		f.DataDir = "./data"
+	}
+	if f.Node.Name == "" {
+		f.Node.Name, _ = os.Hostname()
+	}
+	if f.Log.Level == "" {
+		f.Log.Level = "info"
+	}
+	if f.Log.Format == "" {
+		f.Log.Format = "auto"
+	}
+	str(&f.Listeners.C2S, ":5222")
+	str(&f.Listeners.C2STLS, ":5223")
+	str(&f.Listeners.Component, ":5347")
+	str(&f.Listeners.HTTP, ":5280")
+	if f.TLS.Require == nil {
+		t := true
+		f.TLS.Require = &t
+	}
+	if f.Storage.Embedded.Path == "" {
+		f.Storage.Embedded.Path = f.DataDir + "/xcollect.db"
+	}
+	if f.SM.ResumeTimeout == nil {
+		d := 5 * time.Minute
+		f.SM.ResumeTimeout = &d
+	}
+	comps := make([]Component, len(f.Components))
+	for i, c := range f.Components {
+		if c.MaxRows == 0 {
+			c.MaxRows = 1_000_000
+		}
+		if c.MaxBytes == 0 {
+			c.MaxBytes = 1 << 30
+		}
+		if c.MaxAge == 0 {
+			c.MaxAge = 7 * 24 * time.Hour
+		}
+		if c.DedupeWindow == 0 {
+			c.DedupeWindow = 24 * time.Hour
+		}
+		comps[i] = c
+	}
+	f.Components = comps
+	if f.Cluster.Steering.Margin == 0 {
+		f.Cluster.Steering.Margin = 0.25
+	}
+	return f
+}
+
+// Validate reports every problem of f, each with its key and the fix.
+func (f File) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if (f.TLS.Cert == "") != (f.TLS.Key == "") {
+		add("tls: set both tls.cert and tls.key, or neither (a self-signed certificate is generated in data_dir)")
+	}
+	switch f.Log.Format {
+	case "auto", "console", "json":
+	default:
+		add("log.format: %q: use auto, console or json", f.Log.Format)
+	}
+	seen := map[string]bool{}
+	for i, c := range f.Components {
+		if c.JID == "" {
+			add("components[%d].jid: empty: set the component's domain, e.g. collector.%s", i, f.Domains[0])
+		}
+		if c.Secret == "" {
+			add("components[%d].secret: empty: set a shared secret for %s", i, c.JID)
+		}
+		if seen[c.JID] {
+			add("components[%d].jid: %s is configured twice", i, c.JID)
+		}
+		seen[c.JID] = true
+		for _, d := range f.Domains {
+			if d == c.JID {
+				add("components[%d].jid: %s is also a served domain: use a subdomain such as collector.%s", i, c.JID, d)
+			}
+		}
+		if c.MaxRows < 0 || c.MaxBytes < 0 || c.MaxAge < 0 || c.DedupeWindow < 0 {
+			add("components[%d]: limits must not be negative", i)
+		}
+	}
+	if f.Cluster.Enabled() && f.Storage.Postgres.DSN == "" {
+		add("storage: cluster.join is set but the embedded store runs a single node; set storage.postgres.dsn (or XCOLLECT_POSTGRES_DSN)")
+	}
+	if f.Limits.MaxStanzaBytes != 0 && f.Limits.MaxStanzaBytes < 4096 {
+		add("limits.max_stanza_bytes: %d: must be at least 4096", f.Limits.MaxStanzaBytes)
+	}
+	return errors.Join(errs...)
+}
