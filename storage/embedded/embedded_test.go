@@ -14,10 +14,15 @@ import (
 	"xcollect.dev/xcollect/storage/storetest"
 )
 
-// open opens a store in a fresh file of t's temp dir, closed at cleanup.
+// open opens the store at path with fsync on, closed at cleanup.
 func open(t testing.TB, path string) *embedded.Store {
 	t.Helper()
-	s, err := embedded.Open(path, embedded.Options{Logger: zerolog.New(zerolog.NewTestWriter(t))})
+	return openWith(t, path, embedded.Options{Logger: zerolog.New(zerolog.NewTestWriter(t))})
+}
+
+func openWith(t testing.TB, path string, opts embedded.Options) *embedded.Store {
+	t.Helper()
+	s, err := embedded.Open(path, opts)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -67,7 +72,7 @@ func TestOpenLocked(t *testing.T) {
 func BenchmarkEnqueue(b *testing.B) {
 	for _, batch := range []int{1, 16, 128} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			s := open(b, filepath.Join(b.TempDir(), "bench.db"))
+			s := openWith(b, filepath.Join(b.TempDir(), "bench.db"), embedded.Options{Logger: zerolog.Nop()})
 			q := s.Queue()
 			stanza := []byte(`<message to='collector.example.com' from='dev@example.com/r' id='0123456789'><report xmlns='urn:x'>temperature=21.5 humidity=40</report></message>`)
 			items := make([]storage.QueueItem, batch)
@@ -93,4 +98,57 @@ func BenchmarkEnqueue(b *testing.B) {
 			b.ReportMetric(failed, "errors")
 		})
 	}
+}
+
+// BenchmarkClaim measures one Claim+Ack round (two commits) on a backlog of
+// 10,000 rows from 20 senders: its cost must follow max and the senders, not
+// the rows. fsync=false shows the CPU cost without the disk.
+func BenchmarkClaim(b *testing.B) {
+	for _, fsync := range []bool{true, false} {
+		b.Run(fmt.Sprintf("fsync=%v", fsync), func(b *testing.B) {
+			s := openWith(b, filepath.Join(b.TempDir(), "bench.db"), embedded.Options{Logger: zerolog.Nop(), NoSync: !fsync})
+			benchClaim(b, s.Queue())
+		})
+	}
+}
+
+func benchClaim(b *testing.B, q storage.QueueStore) {
+	const rows, nSenders, max = 10000, 20, 64
+	ctx := b.Context()
+	stanza := []byte(`<message><report xmlns='urn:x'>t=21.5</report></message>`)
+	limits := func(string) storage.QueueLimits { return storage.QueueLimits{} }
+	fill := func(n int) {
+		items := make([]storage.QueueItem, 0, 1000)
+		for i := range n {
+			items = append(items, storage.QueueItem{Component: "c.x", Sender: fmt.Sprintf("dev%d@x", i%nSenders), Stanza: stanza})
+			if len(items) == cap(items) || i == n-1 {
+				if _, err := q.Enqueue(ctx, items, limits); err != nil {
+					b.Fatal(err)
+				}
+				items = items[:0]
+			}
+		}
+	}
+	fill(rows)
+	b.ReportAllocs()
+	b.ResetTimer()
+	var failed float64
+	for b.Loop() {
+		got, err := q.Claim(ctx, "c.x", "A", time.Minute, 0, max)
+		if err != nil || len(got) == 0 {
+			failed++
+			continue
+		}
+		ids := make([]int64, len(got))
+		for i, it := range got {
+			ids[i] = it.ID
+		}
+		if err := q.Ack(ctx, "c.x", ids); err != nil {
+			failed++
+		}
+		b.StopTimer()
+		fill(len(got)) // keep the backlog at 10,000 rows
+		b.StartTimer()
+	}
+	b.ReportMetric(failed, "errors")
 }

@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -211,9 +212,8 @@ func (q queue) Claim(ctx context.Context, component, owner string, leaseFor time
 		// Candidates: the first max unclaimed rows of each partition.
 		type cand struct {
 			id   uint64
-			part int
-			key  []byte
-			att  int
+			part int32
+			att  int32
 		}
 		var cands []cand
 		var release []int
@@ -226,19 +226,11 @@ func (q queue) Claim(ctx context.Context, component, owner string, leaseFor time
 			}
 			n := 0
 			for k, v := pc.Seek(idKey(string(h.sender), h.lease.upTo+1)); hasPrefix(k, prefix) && n < max; k, v = pc.Next() {
-				cands = append(cands, cand{binary.BigEndian.Uint64(k[len(prefix):]), i, bytes.Clone(k), attemptsOf(v)})
+				cands = append(cands, cand{binary.BigEndian.Uint64(k[len(prefix):]), int32(i), int32(attemptsOf(v))})
 				n++
 			}
 		}
-		slices.SortFunc(cands, func(a, b cand) int {
-			switch {
-			case a.id < b.id:
-				return -1
-			case a.id > b.id:
-				return 1
-			}
-			return 0
-		})
+		slices.SortFunc(cands, func(a, b cand) int { return cmp.Compare(a.id, b.id) })
 		if max > 0 && len(cands) > max {
 			cands = cands[:max]
 		} else if max <= 0 {
@@ -255,8 +247,8 @@ func (q queue) Claim(ctx context.Context, component, owner string, leaseFor time
 			if err != nil {
 				return err
 			}
-			it.Attempts = cd.att + 1
-			if err := c.parts.Put(cd.key, attemptsValue(it.Attempts)); err != nil {
+			it.Attempts = int(cd.att) + 1
+			if err := c.parts.Put(idKey(it.Sender, cd.id), attemptsValue(it.Attempts)); err != nil {
 				return err
 			}
 			if h := &mine[cd.part]; cd.id > h.lease.upTo {
