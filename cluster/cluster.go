@@ -75,6 +75,7 @@ type Cluster struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	work   workQueue
+	mlLog  *mlLogWriter
 
 	// Owned by the events goroutine.
 	pending map[string]pendingCheck
@@ -120,6 +121,7 @@ func New(cfg Config, h Handler) (*Cluster, error) {
 		repairGrace: cfg.repairGrace,
 	}
 	c.clock.Store(uint64(now))
+	c.mlLog = &mlLogWriter{log: c.log.With().Str("component", "memberlist").Logger()}
 	c.work.signal = make(chan struct{}, 1)
 	return c, nil
 }
@@ -169,7 +171,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 		c.log.Warn().Msg("no secret key: gossip is not encrypted and links are not authenticated")
 	}
 
-	mc := c.cfg.memberlistConfig(&delegate{c: c}, &events{c: c}, &merger{c: c}, c.log)
+	mc := c.cfg.memberlistConfig(&delegate{c: c}, &events{c: c}, &merger{c: c}, c.mlLog)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		_ = ln.Close() // the create error is the one to report
@@ -258,7 +260,8 @@ func (c *Cluster) stop(ctx context.Context, leave bool) error {
 				timeout = min(timeout, time.Until(dl))
 			}
 			if err := ml.Leave(timeout); err != nil {
-				errs = append(errs, fmt.Errorf("cluster: leave: %w", err))
+				// Peers will find us dead instead; not a shutdown failure.
+				c.log.Warn().Err(err).Msg("leave broadcast not confirmed")
 			}
 		}
 		if err := ml.Shutdown(); err != nil {
@@ -281,6 +284,7 @@ func (c *Cluster) stop(ctx context.Context, leave bool) error {
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("cluster: waiting for goroutines: %w", ctx.Err()))
 	}
+	c.mlLog.detach()
 	c.log.Info().Bool("left", leave).Msg("cluster stopped")
 	return errors.Join(errs...)
 }

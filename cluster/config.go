@@ -177,7 +177,7 @@ func validateMetaSize(c Config) error {
 }
 
 // memberlistConfig builds memberlist's config from c (defaults applied).
-func (c Config) memberlistConfig(d *delegate, ev *events, mg *merger, logger zerolog.Logger) *memberlist.Config {
+func (c Config) memberlistConfig(d *delegate, ev *events, mg *merger, lw *mlLogWriter) *memberlist.Config {
 	var mc *memberlist.Config
 	if c.Local {
 		mc = memberlist.DefaultLocalConfig()
@@ -205,7 +205,7 @@ func (c Config) memberlistConfig(d *delegate, ev *events, mg *merger, logger zer
 	mc.Events = ev
 	mc.Merge = mg
 	mc.Conflict = mg
-	mc.Logger = log.New(&mlLogWriter{log: logger.With().Str("component", "memberlist").Logger()}, "", 0)
+	mc.Logger = log.New(lw, "", 0)
 	mc.LogOutput = nil
 	return mc
 }

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"sync"
 
 	"github.com/rs/zerolog"
 )
@@ -9,8 +10,20 @@ import (
 // mlLogWriter adapts memberlist's standard-library logger to zerolog. Each
 // Write is one log line such as "[WARN] memberlist: Refuting a suspect
 // message"; the bracketed prefix selects the level.
+// After detach, lines are dropped: memberlist's goroutines outlive its
+// Shutdown and must not log into a finished test or a closed sink.
 type mlLogWriter struct {
 	log zerolog.Logger
+
+	mu       sync.RWMutex
+	detached bool
+}
+
+// detach stops logging; when it returns no Write is in progress.
+func (w *mlLogWriter) detach() {
+	w.mu.Lock()
+	w.detached = true
+	w.mu.Unlock()
 }
 
 var mlLevels = []struct {
@@ -27,6 +40,11 @@ var mlLevels = []struct {
 // Write implements io.Writer. It never fails.
 func (w *mlLogWriter) Write(p []byte) (int, error) {
 	n := len(p)
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.detached {
+		return n, nil
+	}
 	line := bytes.TrimSpace(p)
 	level := zerolog.InfoLevel
 	for _, l := range mlLevels {
