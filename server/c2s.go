@@ -64,8 +64,21 @@ func (c *c2sConn) fail(cond, text string) error {
 	}
 	b = append(b, wire.StreamError(cond, "", text)...)
 	_ = c.write(b) // the peer may already be gone; we close either way
-	c.conn.Close()
+	lingerClose(c.conn)
 	return fmt.Errorf("%w: %s %s", errClosed, cond, text)
+}
+
+// lingerClose half-closes conn, drains what the peer still sends for a
+// moment and closes it, so that the peer reads our stream error instead of
+// a reset (closing with unread input sends RST). Only the goroutine that
+// reads conn may call it.
+func lingerClose(conn net.Conn) {
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite() // best effort: Close follows
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, io.LimitReader(conn, 1<<20)) // drain until EOF, deadline or 1 MiB
+	conn.Close()
 }
 
 // failDecode maps a decoder error to its stream error.
@@ -118,9 +131,10 @@ func (c *c2sConn) openStream() error {
 	}
 	c.lang = h.Lang
 	c.streamID = randomID(8)
+	// RFC 6120 §4.7.2: 'to' echoes the client's 'from' when it gave one.
 	to := ""
-	if c.authn {
-		to = c.user + "@" + c.domain
+	if j, err := jid.Parse(h.From); err == nil && h.From != "" {
+		to = j.String()
 	}
 	b := wire.StreamHeader(wire.NSClient, c.domain, to, c.streamID)
 	c.sentHeader = true

@@ -225,8 +225,7 @@ func (c *c2sConn) authSucceeded(local string, final []byte) error {
 	}
 	c.user = local
 	c.authn = true
-	c.log = c.log.With().Str("jid", local+"@"+c.domain).Logger()
-	c.log.Debug().Str("mechanism", c.saslSt.mech).Msg("authenticated")
+	c.log.Debug().Str("user", local+"@"+c.domain).Str("mechanism", c.saslSt.mech).Msg("authenticated")
 	return c.openStream()
 }
 

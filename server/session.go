@@ -250,7 +250,6 @@ func (s *Session) connLost(c *c2sConn, err error) {
 // was written.
 func (s *Session) writeLoop(c *c2sConn, wake, stop chan struct{}) {
 	bw := bufio.NewWriterSize(c.conn, 8192)
-	defer c.conn.Close()
 	for {
 		s.mu.Lock()
 		if s.c != c {
@@ -298,6 +297,11 @@ func (s *Session) writeLoop(c *c2sConn, wake, stop chan struct{}) {
 			return
 		}
 		if final {
+			// Half-close so the client reads the stream error; the reader
+			// (or endSession's timer) closes the connection.
+			if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite() // best effort: Close follows
+			}
 			return
 		}
 	}
