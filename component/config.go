@@ -1,0 +1,199 @@
+package component
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+	"mellium.im/xmpp/jid"
+)
+
+// DefaultPort is the XEP-0114 component port.
+const DefaultPort = 5347
+
+// Spec configures one component (one queue).
+type Spec struct {
+	// JID is the component's domain, e.g. "collector.example.com". Every
+	// stanza addressed to it or to a JID at it goes to its queue.
+	JID string
+	// Secret is the XEP-0114 handshake secret; required.
+	Secret string
+	// Multi allows several connections at once (scale-out processors);
+	// they share the queue by leasing per-sender partitions. Without it a
+	// second connection is refused with a conflict stream error.
+	Multi bool
+	// ReceivePresence forwards the presence changes of the users of every
+	// served domain to this component.
+	ReceivePresence bool
+	// MaxRows bounds the queued rows; 0 means no limit.
+	MaxRows int64
+	// MaxBytes bounds the queued stanza bytes; 0 means no limit.
+	MaxBytes int64
+	// MaxAge moves rows older than this to the dead letters (reason
+	// "expired"); 0 means rows never expire.
+	MaxAge time.Duration
+	// DedupeWindow drops a repeat of (sender bare JID, stanza id) within
+	// this window; 0 disables dedupe.
+	DedupeWindow time.Duration
+}
+
+// Config configures the component side of a node. Zero fields take the
+// defaults of DefaultConfig.
+type Config struct {
+	// Addr is the XEP-0114 listener address. Default ":5347"; tests use
+	// "127.0.0.1:0".
+	Addr string
+	// Components are the configured components.
+	Components []Spec
+	// Logger receives the package's logs.
+	Logger zerolog.Logger
+	// LeaseDuration is how long a claimed partition stays leased to a
+	// connection without renewal; a dead node's rows move to another
+	// connection after it. Default 30s.
+	LeaseDuration time.Duration
+	// ClaimBatch is the maximum of rows one Claim returns. Default 256.
+	ClaimBatch int
+	// MaxInFlight bounds the rows a connection holds unacknowledged, so a
+	// stuck component does not pull the whole queue. Default 1000.
+	MaxInFlight int
+	// CommitMaxBatch is the maximum of items one Enqueue commits. Default 1024.
+	CommitMaxBatch int
+	// Backlog is the maximum of items waiting in memory for a commit (while
+	// the store is failing or slow); beyond it Submit fails at once with
+	// ErrBacklogFull. Default 50000.
+	Backlog int
+	// ExpiryInterval is the period of the MaxAge expiry sweep. Default 1m.
+	ExpiryInterval time.Duration
+	// MaxStanzaBytes bounds one stanza from a component; larger ones close
+	// the stream with policy-violation. Default 256 KiB.
+	MaxStanzaBytes int
+	// NegotiationTimeout bounds the time from connect to a completed
+	// handshake. Default 10s.
+	NegotiationTimeout time.Duration
+	// WriteTimeout bounds one flush to a component. Default 30s.
+	WriteTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{
+		Addr:               fmt.Sprintf(":%d", DefaultPort),
+		LeaseDuration:      30 * time.Second, // a dead node's rows move after at most this
+		ClaimBatch:         256,              // one claim transaction per 256 rows
+		MaxInFlight:        1000,             // about 4 claims of rows in flight
+		CommitMaxBatch:     1024,             // bounds one Enqueue transaction
+		Backlog:            50000,            // about 50 MB of 1 KiB reports in memory
+		ExpiryInterval:     time.Minute,
+		MaxStanzaBytes:     256 << 10, // like the c2s limit
+		NegotiationTimeout: 10 * time.Second,
+		WriteTimeout:       30 * time.Second,
+	}
+}
+
+// withDefaults fills zero fields from DefaultConfig on a copy.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Addr == "" {
+		c.Addr = d.Addr
+	}
+	if c.LeaseDuration == 0 {
+		c.LeaseDuration = d.LeaseDuration
+	}
+	if c.ClaimBatch == 0 {
+		c.ClaimBatch = d.ClaimBatch
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = d.MaxInFlight
+	}
+	if c.CommitMaxBatch == 0 {
+		c.CommitMaxBatch = d.CommitMaxBatch
+	}
+	if c.Backlog == 0 {
+		c.Backlog = d.Backlog
+	}
+	if c.ExpiryInterval == 0 {
+		c.ExpiryInterval = d.ExpiryInterval
+	}
+	if c.MaxStanzaBytes == 0 {
+		c.MaxStanzaBytes = d.MaxStanzaBytes
+	}
+	if c.NegotiationTimeout == 0 {
+		c.NegotiationTimeout = d.NegotiationTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = d.WriteTimeout
+	}
+	c.Components = append([]Spec(nil), c.Components...)
+	return c
+}
+
+// Validate reports every problem of c at once. Call it on a config after
+// defaults (New does both).
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("component: "+format, args...)) }
+	seen := map[string]int{}
+	for i, s := range c.Components {
+		name := fmt.Sprintf("components[%d]", i)
+		j, err := jid.Parse(s.JID)
+		switch {
+		case s.JID == "":
+			bad("%s.jid is empty: set it to the component's domain, e.g. collector.example.com", name)
+		case err != nil:
+			bad("%s.jid = %q is not a valid JID: %v", name, s.JID, err)
+		case j.Localpart() != "" || j.Resourcepart() != "":
+			bad("%s.jid = %q must be a bare domain without user or resource", name, s.JID)
+		case j.String() != s.JID:
+			bad("%s.jid = %q is not normalised: write %q", name, s.JID, j.String())
+		}
+		if prev, ok := seen[s.JID]; ok && s.JID != "" {
+			bad("%s.jid = %q duplicates components[%d]: give each component one entry", name, s.JID, prev)
+		} else {
+			seen[s.JID] = i
+		}
+		if s.Secret == "" {
+			bad("%s (%s).secret is empty: set a shared secret for the XEP-0114 handshake", name, s.JID)
+		}
+		if s.MaxRows < 0 {
+			bad("%s (%s).max_rows = %d: must be >= 0 (0 = no limit)", name, s.JID, s.MaxRows)
+		}
+		if s.MaxBytes < 0 {
+			bad("%s (%s).max_bytes = %d: must be >= 0 (0 = no limit)", name, s.JID, s.MaxBytes)
+		}
+		if s.MaxAge < 0 {
+			bad("%s (%s).max_age = %s: must be >= 0 (0 = no expiry)", name, s.JID, s.MaxAge)
+		}
+		if s.DedupeWindow < 0 {
+			bad("%s (%s).dedupe_window = %s: must be >= 0 (0 = no dedupe)", name, s.JID, s.DedupeWindow)
+		}
+	}
+	if c.LeaseDuration < 100*time.Millisecond {
+		bad("lease_duration = %s: must be at least 100ms", c.LeaseDuration)
+	}
+	if c.ClaimBatch < 1 {
+		bad("claim_batch = %d: must be at least 1", c.ClaimBatch)
+	}
+	if c.MaxInFlight < 1 {
+		bad("max_in_flight = %d: must be at least 1", c.MaxInFlight)
+	}
+	if c.CommitMaxBatch < 1 {
+		bad("commit_max_batch = %d: must be at least 1", c.CommitMaxBatch)
+	}
+	if c.Backlog < 1 {
+		bad("backlog = %d: must be at least 1", c.Backlog)
+	}
+	if c.ExpiryInterval <= 0 {
+		bad("expiry_interval = %s: must be > 0", c.ExpiryInterval)
+	}
+	if c.MaxStanzaBytes < 4096 {
+		bad("max_stanza_bytes = %d: must be at least 4096", c.MaxStanzaBytes)
+	}
+	if c.NegotiationTimeout <= 0 {
+		bad("negotiation_timeout = %s: must be > 0", c.NegotiationTimeout)
+	}
+	if c.WriteTimeout <= 0 {
+		bad("write_timeout = %s: must be > 0", c.WriteTimeout)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,265 @@
+package component
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"xcollect.dev/xcollect/internal/wire"
+	"xcollect.dev/xcollect/storage"
+)
+
+// Router takes the stanzas that connected components send.
+// *server.Server satisfies it. RouteFromComponent must not block on the
+// network.
+type Router interface {
+	RouteFromComponent(component string, el *wire.Element)
+}
+
+// Manager is the component side of one node: it implements server.Queuer
+// (Submit and friends) and serves XEP-0114 connections. Create it with New,
+// start it with Start, stop it with Shutdown. It is safe for concurrent use.
+type Manager struct {
+	cfg      Config
+	log      zerolog.Logger
+	store    storage.Store
+	router   Router
+	node     string
+	specs    map[string]*Spec // by JID; read-only after New
+	names    []string         // sorted component JIDs
+	presence []string         // components with ReceivePresence
+
+	ctx    context.Context // cancelled when Shutdown begins
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex // guards everything below
+	started bool
+	closed  bool
+	ln      net.Listener
+	conns   map[*conn]struct{}
+	online  map[string]int // component → live authenticated connections
+
+	c committer
+}
+
+// New returns a manager for cfg on store; stanzas from components go to
+// router, and node names this node in lease owner ids. It does not listen
+// yet.
+func New(cfg Config, store storage.Store, router Router, node string) (*Manager, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if store == nil || router == nil {
+		return nil, errors.New("component: New needs a store and a router")
+	}
+	if node == "" {
+		node = "node"
+	}
+	m := &Manager{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		store:  store,
+		router: router,
+		node:   node,
+		specs:  make(map[string]*Spec, len(cfg.Components)),
+		conns:  make(map[*conn]struct{}),
+		online: make(map[string]int),
+	}
+	for i := range cfg.Components {
+		sp := &cfg.Components[i]
+		m.specs[sp.JID] = sp
+		m.names = append(m.names, sp.JID)
+		if sp.ReceivePresence {
+			m.presence = append(m.presence, sp.JID)
+		}
+	}
+	sort.Strings(m.names)
+	sort.Strings(m.presence)
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.c.init(m)
+	return m, nil
+}
+
+// IsComponent reports whether domain is a configured component.
+func (m *Manager) IsComponent(domain string) bool { return m.specs[domain] != nil }
+
+// Components returns the configured component JIDs, sorted.
+func (m *Manager) Components() []string { return append([]string(nil), m.names...) }
+
+// PresenceComponents returns the components that receive presence changes
+// of users of domain. Every component with ReceivePresence receives the
+// presence of the users of every domain the node serves: domain is not
+// used to filter (one deployment, one set of processors).
+func (m *Manager) PresenceComponents(domain string) []string {
+	return append([]string(nil), m.presence...)
+}
+
+// Submit hands item to the committer. done is called exactly once: after
+// the commit with the store's result, at once with ErrBacklogFull when too
+// many items wait, or with ErrShutdown. Submit never blocks and may be
+// called from done callbacks.
+func (m *Manager) Submit(item storage.QueueItem, done func(storage.EnqueueResult, error)) {
+	if done == nil {
+		done = func(storage.EnqueueResult, error) {}
+	}
+	if m.specs[item.Component] == nil {
+		done(0, fmt.Errorf("%w: %s", ErrUnknownComponent, item.Component))
+		return
+	}
+	m.c.submit(item, done)
+}
+
+// limits returns component's queue limits for Enqueue.
+func (m *Manager) limits(component string) storage.QueueLimits {
+	sp := m.specs[component]
+	if sp == nil {
+		return storage.QueueLimits{}
+	}
+	return storage.QueueLimits{MaxRows: sp.MaxRows, MaxBytes: sp.MaxBytes, DedupeWindow: sp.DedupeWindow}
+}
+
+// spawn runs fn in a goroutine counted in m.wg; it refuses after Shutdown
+// began and reports whether fn was started.
+func (m *Manager) spawn(fn func()) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return false
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// Start opens the component listener and starts the committer and the
+// expiry loop.
+func (m *Manager) Start(ctx context.Context) error {
+	m.mu.Lock()
+	if m.started || m.closed {
+		m.mu.Unlock()
+		return errors.New("component: Start called twice or after Shutdown")
+	}
+	m.started = true
+	m.mu.Unlock()
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", m.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("component: listen on %s: %w", m.cfg.Addr, err)
+	}
+	m.mu.Lock()
+	m.ln = ln
+	m.mu.Unlock()
+	m.log.Info().Str("listener", "component").Str("addr", ln.Addr().String()).Strs("components", m.names).Msg("listening")
+	m.spawn(m.c.run)
+	m.spawn(m.expiryLoop)
+	m.spawn(func() { m.acceptLoop(ln) })
+	return nil
+}
+
+// Addr returns the bound listener address, or nil before Start.
+func (m *Manager) Addr() net.Addr {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ln == nil {
+		return nil
+	}
+	return m.ln.Addr()
+}
+
+// Shutdown closes the listener, ends every component connection with
+// system-shutdown (their leases are released), flushes the committer and
+// waits for every goroutine, or for ctx. Items the committer could not
+// commit before ctx ended get ErrShutdown.
+func (m *Manager) Shutdown(ctx context.Context) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	ln := m.ln
+	conns := make([]*conn, 0, len(m.conns))
+	for c := range m.conns {
+		conns = append(conns, c)
+	}
+	m.mu.Unlock()
+	if ln != nil {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			m.log.Warn().Err(err).Msg("close component listener")
+		}
+	}
+	m.cancel()
+	for _, c := range conns {
+		c.closeWithError(reasonShutdown, wire.SystemShutdown, "")
+	}
+	m.c.stop()
+	done := make(chan struct{})
+	go func() {
+		m.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		m.c.abort()
+		for _, c := range conns {
+			c.nc.Close()
+		}
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+		}
+		return fmt.Errorf("component: shutdown: %w", ctx.Err())
+	}
+}
+
+// expiryLoop moves rows older than their component's MaxAge to the dead
+// letters every ExpiryInterval.
+func (m *Manager) expiryLoop() {
+	t := time.NewTicker(m.cfg.ExpiryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, name := range m.names {
+			sp := m.specs[name]
+			if sp.MaxAge <= 0 {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(m.ctx, time.Minute)
+			n, err := m.store.Queue().Expire(ctx, name, time.Now().Add(-sp.MaxAge))
+			cancel()
+			switch {
+			case err != nil && m.ctx.Err() == nil:
+				m.log.Warn().Err(err).Str("component", name).Msg("expire queue rows")
+			case n > 0:
+				m.log.Info().Str("component", name).Int("count", n).Dur("max_age", sp.MaxAge).Msg("expired queue rows to dead letters")
+			}
+		}
+	}
+}
+
+func randomID(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand failed: " + err.Error()) // the OS RNG never fails on Linux
+	}
+	return hex.EncodeToString(b)
+}
