@@ -15,8 +15,6 @@ var (
 	// ErrMetaTooLarge is returned by New when the encoded node metadata
 	// would not fit memberlist's 512-byte limit.
 	ErrMetaTooLarge = errors.New("cluster: node metadata exceeds memberlist limit")
-	// ErrNotStarted is returned when a method needs a started cluster.
-	ErrNotStarted = errors.New("cluster: not started")
 	// ErrClosed is returned after Shutdown began.
 	ErrClosed = errors.New("cluster: shut down")
 	// ErrAuth is returned by the link handshake when the peer failed the
