@@ -1,0 +1,600 @@
+// Package xmpptest is a small raw XMPP client for tests: c2s with
+// STARTTLS, SASL (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN via mellium.im/sasl)
+// and resource binding, and XEP-0114 components; both with XEP-0198
+// counters. It reads with internal/wire.Decoder in one reader goroutine
+// per connection, so a timeout in Next never corrupts the stream.
+//
+// Read first: DialC2S, DialComponent, Conn.
+package xmpptest
+
+import (
+	"bufio"
+	"crypto/sha1"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"mellium.im/sasl"
+
+	"xcollect.dev/xcollect/internal/wire"
+)
+
+// DefaultTimeout bounds each step of a dial.
+const DefaultTimeout = 10 * time.Second
+
+// StreamError is returned when the peer closed the stream with a
+// <stream:error/>; Condition is its RFC 6120 condition.
+type StreamError struct {
+	Condition string
+	Raw       string
+}
+
+func (e *StreamError) Error() string { return "stream error: " + e.Condition }
+
+// ErrClosed is returned by Next after the stream ended without an error.
+var ErrClosed = errors.New("xmpptest: stream closed")
+
+// Conn is one client or component connection. Send is safe for concurrent
+// use; Next and Expect must be called from one goroutine at a time.
+// XEP-0198 elements (<r/>, <a/>) are consumed by the reader: <r/> is
+// answered with the count of stanzas received when AutoAck is on (the
+// default), <a/> updates Acked.
+type Conn struct {
+	nc  net.Conn
+	ns  string // content namespace
+	JID string // bound full JID (c2s) or component JID
+
+	wmu sync.Mutex
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	queue    []*wire.Element
+	err      error // reader's final error
+	smOn     bool
+	received uint32 // stanzas received since <enabled/>
+	acked    uint32 // last <a h/> from the peer
+	ackedAny bool
+	autoAck  bool
+	rSeen    int // <r/> from the peer not auto-answered
+	done     chan struct{}
+}
+
+func dial(addr string) (net.Conn, error) {
+	return net.DialTimeout("tcp", addr, DefaultTimeout)
+}
+
+func newConn(nc net.Conn, ns string) *Conn {
+	c := &Conn{nc: nc, ns: ns, autoAck: true, done: make(chan struct{})}
+	c.cond = sync.NewCond(&c.mu)
+	return c
+}
+
+// C2SOptions configure DialC2S.
+type C2SOptions struct {
+	// StartTLS negotiates STARTTLS; TLS is its config (nil: skip
+	// verification).
+	StartTLS bool
+	TLS      *tls.Config
+	// Mechanism is "SCRAM-SHA-256" (default), "SCRAM-SHA-1" or "PLAIN".
+	Mechanism string
+	// Resource to bind; "" lets the server pick.
+	Resource string
+}
+
+// negotiator runs the synchronous part of a c2s stream before the reader
+// goroutine starts.
+type negotiator struct {
+	nc  net.Conn
+	dec *wire.Decoder
+}
+
+func (n *negotiator) write(s string) error {
+	if err := n.nc.SetWriteDeadline(time.Now().Add(DefaultTimeout)); err != nil {
+		return err
+	}
+	_, err := io.WriteString(n.nc, s)
+	return err
+}
+
+func (n *negotiator) open(ns, to string) (*wire.Element, error) {
+	n.dec = wire.NewDecoder(bufio.NewReader(n.nc), 0)
+	if err := n.write("<?xml version='1.0'?><stream:stream xmlns='" + ns + "' xmlns:stream='http://etherx.jabber.org/streams' to='" + to + "' version='1.0'>"); err != nil {
+		return nil, err
+	}
+	if _, err := n.dec.Header(); err != nil {
+		return nil, fmt.Errorf("read stream header: %w", err)
+	}
+	if ns != wire.NSClient {
+		return nil, nil
+	}
+	return n.next()
+}
+
+func (n *negotiator) next() (*wire.Element, error) {
+	if err := n.nc.SetReadDeadline(time.Now().Add(DefaultTimeout)); err != nil {
+		return nil, err
+	}
+	el, err := n.dec.Next()
+	if err != nil {
+		return nil, err
+	}
+	if el.Name.Space == wire.NSStream && el.Name.Local == "error" {
+		return nil, parseStreamError(el)
+	}
+	return el, nil
+}
+
+func parseStreamError(el *wire.Element) error {
+	var se struct {
+		Inner []struct {
+			XMLName xml.Name
+		} `xml:",any"`
+	}
+	_ = xml.Unmarshal(el.Raw, &se) // best effort: the condition is for messages only
+	e := &StreamError{Raw: string(el.Raw)}
+	for _, in := range se.Inner {
+		if in.XMLName.Space == wire.NSStreams && in.XMLName.Local != "text" {
+			e.Condition = in.XMLName.Local
+		}
+	}
+	return e
+}
+
+// DialC2S connects user@domain to the c2s listener at addr, authenticates
+// and binds a resource. It fails the test on error.
+func DialC2S(t testing.TB, addr, domain, user, pass string, opts C2SOptions) *Conn {
+	t.Helper()
+	c, err := TryDialC2S(addr, domain, user, pass, opts)
+	if err != nil {
+		t.Fatalf("xmpptest: dial c2s %s@%s: %v", user, domain, err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// TryDialC2S is DialC2S returning the error instead of failing the test.
+// The caller must Close the connection.
+func TryDialC2S(addr, domain, user, pass string, opts C2SOptions) (*Conn, error) {
+	nc, err := dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	c, err := negotiateC2S(nc, domain, user, pass, opts)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func negotiateC2S(nc net.Conn, domain, user, pass string, opts C2SOptions) (*Conn, error) {
+	n := &negotiator{nc: nc}
+	feats, err := n.open(wire.NSClient, domain)
+	if err != nil {
+		return nil, err
+	}
+	if opts.StartTLS {
+		if !strings.Contains(string(feats.Raw), "starttls") {
+			return nil, errors.New("server does not offer STARTTLS")
+		}
+		if err := n.write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"); err != nil {
+			return nil, err
+		}
+		el, err := n.next()
+		if err != nil {
+			return nil, err
+		}
+		if el.Name.Local != "proceed" {
+			return nil, fmt.Errorf("starttls: got %s", el.Raw)
+		}
+		cfg := opts.TLS
+		if cfg == nil {
+			cfg = &tls.Config{InsecureSkipVerify: true, ServerName: domain} //nolint:gosec // tests only
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.SetDeadline(time.Now().Add(DefaultTimeout)); err != nil {
+			return nil, err
+		}
+		if err := tc.Handshake(); err != nil {
+			return nil, fmt.Errorf("tls handshake: %w", err)
+		}
+		n.nc = tc
+		if feats, err = n.open(wire.NSClient, domain); err != nil {
+			return nil, err
+		}
+	}
+	mech := opts.Mechanism
+	if mech == "" {
+		mech = "SCRAM-SHA-256"
+	}
+	if !strings.Contains(string(feats.Raw), "<mechanism>"+mech+"</mechanism>") {
+		return nil, fmt.Errorf("server does not offer %s: %s", mech, feats.Raw)
+	}
+	if err := n.auth(mech, user, pass); err != nil {
+		return nil, err
+	}
+	if _, err := n.open(wire.NSClient, domain); err != nil {
+		return nil, err
+	}
+	bind := "<iq type='set' id='bind-1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+	if opts.Resource != "" {
+		bind += "<resource>" + wire.Escape(opts.Resource) + "</resource>"
+	}
+	if err := n.write(bind + "</bind></iq>"); err != nil {
+		return nil, err
+	}
+	el, err := n.next()
+	if err != nil {
+		return nil, err
+	}
+	var res struct {
+		Type string `xml:"type,attr"`
+		JID  string `xml:"bind>jid"`
+	}
+	if err := xml.Unmarshal(el.Raw, &res); err != nil || res.Type != "result" || res.JID == "" {
+		return nil, fmt.Errorf("bind: %s", el.Raw)
+	}
+	if err := n.nc.SetDeadline(time.Time{}); err != nil {
+		return nil, err
+	}
+	c := newConn(n.nc, wire.NSClient)
+	c.JID = res.JID
+	go c.readLoop(n.dec)
+	return c, nil
+}
+
+func (n *negotiator) auth(mech, user, pass string) error {
+	var m sasl.Mechanism
+	switch mech {
+	case "SCRAM-SHA-256":
+		m = sasl.ScramSha256
+	case "SCRAM-SHA-1":
+		m = sasl.ScramSha1
+	case "PLAIN":
+		m = sasl.Plain
+	default:
+		return fmt.Errorf("unknown mechanism %q", mech)
+	}
+	cl := sasl.NewClient(m, sasl.Credentials(func() ([]byte, []byte, []byte) {
+		return []byte(user), []byte(pass), nil
+	}))
+	_, resp, err := cl.Step(nil)
+	if err != nil {
+		return fmt.Errorf("sasl: %w", err)
+	}
+	if err := n.write("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='" + mech + "'>" + b64(resp) + "</auth>"); err != nil {
+		return err
+	}
+	for {
+		el, err := n.next()
+		if err != nil {
+			return err
+		}
+		var body struct {
+			Text string `xml:",chardata"`
+		}
+		_ = xml.Unmarshal(el.Raw, &body) // an empty or odd body fails below
+		data, derr := base64.StdEncoding.DecodeString(strings.TrimSpace(body.Text))
+		if derr != nil && strings.TrimSpace(body.Text) != "=" {
+			return fmt.Errorf("sasl: bad base64 in %s", el.Raw)
+		}
+		switch el.Name.Local {
+		case "challenge":
+			_, resp, err := cl.Step(data)
+			if err != nil {
+				return fmt.Errorf("sasl: %w", err)
+			}
+			if err := n.write("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + b64(resp) + "</response>"); err != nil {
+				return err
+			}
+		case "success":
+			if len(data) > 0 && strings.HasPrefix(mech, "SCRAM") {
+				if _, _, err := cl.Step(data); err != nil {
+					return fmt.Errorf("sasl: verify server: %w", err)
+				}
+			}
+			return nil
+		default:
+			return fmt.Errorf("sasl: %s", el.Raw)
+		}
+	}
+}
+
+func b64(b []byte) string {
+	if len(b) == 0 {
+		return "="
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// DialComponent connects the component jid to the XEP-0114 listener at
+// addr and completes the handshake. It fails the test on error.
+func DialComponent(t testing.TB, addr, jid, secret string) *Conn {
+	t.Helper()
+	c, err := TryDialComponent(addr, jid, secret)
+	if err != nil {
+		t.Fatalf("xmpptest: dial component %s: %v", jid, err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// TryDialComponent is DialComponent returning the error (a *StreamError
+// when the server refused the stream). The caller must Close the
+// connection.
+func TryDialComponent(addr, jid, secret string) (*Conn, error) {
+	nc, err := dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	n := &negotiator{nc: nc}
+	fail := func(err error) (*Conn, error) {
+		nc.Close()
+		return nil, err
+	}
+	if err := nc.SetDeadline(time.Now().Add(DefaultTimeout)); err != nil {
+		return fail(err)
+	}
+	n.dec = wire.NewDecoder(bufio.NewReader(nc), 0)
+	if err := n.write("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='" + wire.Escape(jid) + "'>"); err != nil {
+		return fail(err)
+	}
+	h, err := n.dec.Header()
+	if err != nil {
+		return fail(fmt.Errorf("read stream header: %w", err))
+	}
+	if h.ID == "" {
+		// The server answered with an error right after its header.
+		if _, err := n.next(); err != nil {
+			return fail(err)
+		}
+		return fail(errors.New("stream header without id"))
+	}
+	sum := sha1.Sum([]byte(h.ID + secret))
+	if err := n.write("<handshake>" + hex.EncodeToString(sum[:]) + "</handshake>"); err != nil {
+		return fail(err)
+	}
+	el, err := n.next()
+	if err != nil {
+		return fail(err)
+	}
+	if el.Name.Local != "handshake" {
+		return fail(fmt.Errorf("handshake: %s", el.Raw))
+	}
+	if err := nc.SetDeadline(time.Time{}); err != nil {
+		return fail(err)
+	}
+	c := newConn(nc, wire.NSComponent)
+	c.JID = jid
+	go c.readLoop(n.dec)
+	return c, nil
+}
+
+// readLoop reads elements until the stream ends and queues them for Next.
+func (c *Conn) readLoop(dec *wire.Decoder) {
+	defer close(c.done)
+	for {
+		el, err := dec.Next()
+		if err != nil {
+			if errors.Is(err, wire.ErrStreamEnd) {
+				err = ErrClosed
+			}
+			c.mu.Lock()
+			if c.err == nil {
+				c.err = err
+			}
+			c.cond.Broadcast()
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Lock()
+		switch {
+		case el.Name.Space == wire.NSStream && el.Name.Local == "error":
+			c.err = parseStreamError(el)
+		case el.Name.Space == wire.NSSM && el.Name.Local == "r":
+			if c.autoAck {
+				h := c.received
+				c.mu.Unlock()
+				_ = c.Send(string(wire.Ack(h))) // a failed write shows as a read error
+				c.mu.Lock()
+			} else {
+				c.rSeen++
+			}
+		case el.Name.Space == wire.NSSM && el.Name.Local == "a":
+			if h, err := strconv.ParseUint(el.Get("h"), 10, 32); err == nil {
+				c.acked, c.ackedAny = uint32(h), true
+			}
+		default:
+			if el.Name.Space == wire.NSSM && el.Name.Local == "enabled" {
+				c.smOn = true
+			}
+			if c.smOn && el.Name.Space == c.ns && isStanza(el.Name.Local) {
+				c.received++
+			}
+			c.queue = append(c.queue, el)
+		}
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	}
+}
+
+func isStanza(name string) bool { return name == "message" || name == "presence" || name == "iq" }
+
+// Send writes raw XML. Safe for concurrent use.
+func (c *Conn) Send(s string) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.nc.SetWriteDeadline(time.Now().Add(DefaultTimeout)); err != nil {
+		return err
+	}
+	_, err := io.WriteString(c.nc, s)
+	return err
+}
+
+// wait waits under c.mu until cond() or timeout; false on timeout.
+func (c *Conn) wait(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	t := time.AfterFunc(timeout, func() {
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	defer t.Stop()
+	for !cond() {
+		if !time.Now().Before(deadline) {
+			return false
+		}
+		c.cond.Wait()
+	}
+	return true
+}
+
+// Next returns the next element (stanza or nonza other than <r/>/<a/>),
+// or an error: a *StreamError, ErrClosed, a read error, or a timeout.
+func (c *Conn) Next(timeout time.Duration) (*wire.Element, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wait(timeout, func() bool { return len(c.queue) > 0 || c.err != nil })
+	if len(c.queue) > 0 {
+		el := c.queue[0]
+		c.queue[0] = nil
+		c.queue = c.queue[1:]
+		return el, nil
+	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	return nil, fmt.Errorf("xmpptest: no element within %s", timeout)
+}
+
+// Expect skips elements until pred matches one and returns it; it fails
+// the test on timeout or stream end.
+func (c *Conn) Expect(t testing.TB, timeout time.Duration, pred func(*wire.Element) bool) *wire.Element {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		left := time.Until(deadline)
+		el, err := c.Next(max(left, time.Millisecond))
+		if err != nil {
+			t.Fatalf("xmpptest: %s: expected element not seen: %v", c.JID, err)
+		}
+		if pred(el) {
+			return el
+		}
+	}
+}
+
+// Err returns the error that ended the stream (a *StreamError when the
+// peer sent one), waiting up to timeout for the stream to end.
+func (c *Conn) Err(timeout time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wait(timeout, func() bool { return c.err != nil })
+	return c.err
+}
+
+// EnableSM sends <enable/> and waits for <enabled/>.
+func (c *Conn) EnableSM(resume bool) error {
+	s := "<enable xmlns='urn:xmpp:sm:3'/>"
+	if resume {
+		s = "<enable xmlns='urn:xmpp:sm:3' resume='true'/>"
+	}
+	if err := c.Send(s); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(DefaultTimeout)
+	for {
+		el, err := c.Next(max(time.Until(deadline), time.Millisecond))
+		if err != nil {
+			return err
+		}
+		if el.Name.Space == wire.NSSM {
+			if el.Name.Local == "enabled" {
+				return nil
+			}
+			return fmt.Errorf("enable: %s", el.Raw)
+		}
+		// a stanza that raced the enable: keep it for Next
+		c.mu.Lock()
+		c.queue = append([]*wire.Element{el}, c.queue...)
+		c.mu.Unlock()
+		return c.waitEnabled(deadline)
+	}
+}
+
+func (c *Conn) waitEnabled(deadline time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.wait(time.Until(deadline), func() bool { return c.smOn || c.err != nil }) || !c.smOn {
+		return fmt.Errorf("enable: no <enabled/>: %v", c.err)
+	}
+	for i, el := range c.queue {
+		if el.Name.Space == wire.NSSM && el.Name.Local == "enabled" {
+			c.queue = append(c.queue[:i], c.queue[i+1:]...)
+			break
+		}
+	}
+	return nil
+}
+
+// SetAutoAck turns automatic answers to the peer's <r/> on or off.
+func (c *Conn) SetAutoAck(on bool) {
+	c.mu.Lock()
+	c.autoAck = on
+	c.mu.Unlock()
+}
+
+// Received returns how many stanzas arrived since <enabled/>.
+func (c *Conn) Received() uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.received
+}
+
+// Ack sends <a h='h'/>.
+func (c *Conn) Ack(h uint32) error { return c.Send(string(wire.Ack(h))) }
+
+// RequestAck sends <r/>.
+func (c *Conn) RequestAck() error { return c.Send("<r xmlns='urn:xmpp:sm:3'/>") }
+
+// Acked returns the last h the peer acknowledged and whether any <a/> came.
+func (c *Conn) Acked() (uint32, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.acked, c.ackedAny
+}
+
+// WaitAck waits until the peer's <a h/> reaches h.
+func (c *Conn) WaitAck(h uint32, timeout time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ok := c.wait(timeout, func() bool { return (c.ackedAny && int32(c.acked-h) >= 0) || c.err != nil })
+	if ok && c.ackedAny && int32(c.acked-h) >= 0 {
+		return nil
+	}
+	return fmt.Errorf("xmpptest: %s: ack h=%d not reached (last %d): %v", c.JID, h, c.acked, c.err)
+}
+
+// Close ends the stream politely and closes the connection. Safe to call
+// twice.
+func (c *Conn) Close() {
+	_ = c.Send("</stream:stream>") // the peer may be gone
+	c.nc.Close()
+	<-c.done
+}
+
+// Drop closes the TCP connection without ending the stream (a crash).
+func (c *Conn) Drop() {
+	c.nc.Close()
+	<-c.done
+}
