@@ -1,0 +1,70 @@
+# xcollect — the two commands a newcomer runs: `make run` and `make test`.
+GO        ?= go
+BIN       := bin/xcollect
+DATA      ?= ./data
+C2S       ?= :5222
+C2S_TLS   ?= :5223
+COMPONENT ?= :5347
+GOFLAGS_TEST ?= -race -count=1 -timeout 20m
+
+.PHONY: all build run run-postgres test test-deps vet lint bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/xcollect
+
+# One node for localhost on the embedded store in ./data, with a demo user
+# and a demo processor (component).
+run: build
+	@mkdir -p $(DATA)
+	@test -f $(DATA)/xcollect.yaml || printf '%s\n' \
+	  '# written by make run; see deployments/xcollect.example.yaml for every key' \
+	  'domains: [localhost]' \
+	  'data_dir: $(DATA)' \
+	  'components:' \
+	  '  - jid: collector.localhost' \
+	  '    secret: collector-secret' \
+	  '    receive_presence: true' > $(DATA)/xcollect.yaml
+	@$(BIN) user list --config $(DATA)/xcollect.yaml | grep -qx demo@localhost || \
+	  $(BIN) user add demo@localhost --password demo --config $(DATA)/xcollect.yaml
+	@echo
+	@echo "xcollect: domain localhost — c2s STARTTLS $(C2S), direct TLS $(C2S_TLS), components $(COMPONENT)"
+	@echo "  log in:        demo@localhost / password demo (self-signed certificate: accept it in your client)"
+	@echo "                 e.g. go-sendxmpp -u demo@localhost -p demo -j 127.0.0.1:5222 --tls-verify=false demo@localhost -m hi"
+	@echo "  add a user:    stop the node (Ctrl-C), then: $(BIN) user add alice@localhost --config $(DATA)/xcollect.yaml"
+	@echo "  processor:     XEP-0114 component collector.localhost, secret collector-secret, port 5347"
+	@echo "  3-node cluster on Postgres: see README.md, 'A cluster of three nodes'"
+	@echo
+	$(BIN) serve --config $(DATA)/xcollect.yaml --c2s $(C2S) --c2s-tls $(C2S_TLS) --component $(COMPONENT)
+
+# The same node on a throw-away local Postgres (kept in ./data/pg).
+run-postgres: build
+	@$(GO) build -o bin/pgtmp ./internal/pgtest/cmd/pgtmp
+	@mkdir -p $(DATA)
+	@bin/pgtmp -dir $(DATA)/pg > $(DATA)/pg.dsn & echo $$! > $(DATA)/pgtmp.pid; \
+	  for i in $$(seq 1 100); do test -s $(DATA)/pg.dsn && break; sleep 0.1; done; \
+	  DSN=$$(cat $(DATA)/pg.dsn); echo "postgres: $$DSN"; \
+	  $(BIN) user add demo@localhost --password demo --postgres-dsn "$$DSN" 2>/dev/null; \
+	  $(BIN) serve --postgres-dsn "$$DSN" --data-dir $(DATA) --c2s $(C2S) --c2s-tls $(C2S_TLS) --component $(COMPONENT); \
+	  kill $$(cat $(DATA)/pgtmp.pid)
+
+# Installs what the tests need on a fresh Debian machine, then runs them all.
+test: test-deps vet
+	$(GO) test $(GOFLAGS_TEST) ./...
+
+test-deps:
+	@scripts/test-deps.sh
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt: run gofmt -w on the files above"; exit 1)
+	$(GO) vet ./...
+
+lint: vet
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+bench: build
+	@scripts/bench.sh
+
+clean:
+	rm -rf bin
