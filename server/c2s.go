@@ -129,6 +129,16 @@ func (c *c2sConn) openStream() error {
 	case h.Version != "1.0":
 		return c.fail(wire.UnsupportedVersion, "only version 1.0 is supported")
 	}
+	if c.srv.cfg.Steer != nil && !c.sentHeader {
+		if host, ok := c.srv.cfg.Steer(); ok {
+			c.srv.stats.StreamErrors.Add(1)
+			b := wire.StreamHeader(wire.NSClient, c.domain, "", randomID(8))
+			b = append(b, wire.StreamError(wire.SeeOtherHost, host, "")...)
+			_ = c.write(b)
+			lingerClose(c.conn)
+			return fmt.Errorf("%w: see-other-host %s", errClosed, host)
+		}
+	}
 	c.lang = h.Lang
 	c.streamID = randomID(8)
 	// RFC 6120 §4.7.2: 'to' echoes the client's 'from' when it gave one.

@@ -56,6 +56,10 @@ type Config struct {
 	SMResumeTimeout time.Duration
 	// SMMaxUnacked bounds the outbound stanzas kept for resumption. Default 5000.
 	SMMaxUnacked int
+	// Steer, when set, is asked at each new c2s stream whether the client
+	// should go to a lighter node; ok=true answers <see-other-host/> with
+	// host (host:port) (RFC 6120 §4.9.3.19).
+	Steer func() (host string, ok bool)
 	// Version is reported by XEP-0092.
 	Version string
 	// Logger receives the server's logs.

@@ -29,4 +29,3 @@ func newLogger(f config.File, w io.Writer) (zerolog.Logger, error) {
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Str("node", f.Node.Name).Logger(), nil
 }
-

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"xcollect.dev/xcollect/cluster"
 	"xcollect.dev/xcollect/component"
 	"xcollect.dev/xcollect/internal/certs"
 	"xcollect.dev/xcollect/internal/config"
@@ -69,9 +70,33 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer store.Close()
+	var cl *cluster.Cluster
+	adapter := &clusterAdapter{}
+	if f.Cluster.Enabled() {
+		clcfg, err := clusterConfig(f, log)
+		if err != nil {
+			return err
+		}
+		if cl, err = cluster.New(clcfg, adapter); err != nil {
+			return err
+		}
+		adapter.c = cl
+		margin := f.Cluster.Steering.Margin
+		scfg.Steer = func() (string, bool) {
+			n, ok := cl.ShouldSteer(margin)
+			if !ok || n.C2S == "" {
+				return "", false
+			}
+			return n.C2S, true
+		}
+	}
 	srv, err := server.New(scfg, store)
 	if err != nil {
 		return err
+	}
+	adapter.srv = srv
+	if cl != nil {
+		srv.SetCluster(adapter)
 	}
 	mgr, err := component.New(ccfg, store, srv, f.Node.Name)
 	if err != nil {
@@ -85,11 +110,26 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		shutdown(log, mgr.Shutdown)
 		return err
 	}
+	loadDone := make(chan struct{})
+	if cl != nil {
+		if err := cl.Start(ctx); err != nil {
+			shutdown(log, srv.Shutdown)
+			shutdown(log, mgr.Shutdown)
+			return err
+		}
+		go func() { defer close(loadDone); loadLoop(ctx, cl, srv) }()
+	} else {
+		close(loadDone)
+	}
 	log.Info().Strs("domains", f.Domains).Str("store", kind).Str("c2s", *f.Listeners.C2S).
 		Str("c2s_tls", *f.Listeners.C2STLS).Str("component", *f.Listeners.Component).
 		Int("components", len(f.Components)).Msg("xcollect node started")
 	<-ctx.Done()
 	log.Info().Msg("shutting down")
+	<-loadDone
+	if cl != nil {
+		shutdown(log, cl.Shutdown)
+	}
 	shutdown(log, srv.Shutdown)
 	shutdown(log, mgr.Shutdown)
 	return nil

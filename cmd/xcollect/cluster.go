@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"xcollect.dev/xcollect/cluster"
+	"xcollect.dev/xcollect/internal/config"
+	"xcollect.dev/xcollect/server"
+)
+
+// clusterAdapter joins cluster.Cluster and server.Server: it is the
+// server's view of the cluster (server.Cluster) and the cluster's handler
+// (cluster.Handler). Wiring only: no logic beyond translating types.
+type clusterAdapter struct {
+	c   *cluster.Cluster
+	srv *server.Server
+}
+
+var (
+	_ server.Cluster  = (*clusterAdapter)(nil)
+	_ cluster.Handler = (*clusterAdapter)(nil)
+)
+
+func peer(s cluster.Session) server.PeerSession {
+	return server.PeerSession{JID: s.JID, Node: s.Node, Available: s.Available, Show: s.Show, Status: s.Status, Priority: s.Priority}
+}
+
+func (a *clusterAdapter) Lookup(bare string) []server.PeerSession {
+	list := a.c.Lookup(bare)
+	out := make([]server.PeerSession, len(list))
+	for i, s := range list {
+		out[i] = peer(s)
+	}
+	return out
+}
+
+func (a *clusterAdapter) Route(node, to string, stanza []byte) error {
+	return a.c.Route(node, to, stanza)
+}
+
+func (a *clusterAdapter) Publish(p server.PeerSession) {
+	a.c.UpsertLocal(cluster.Session{JID: p.JID, Available: p.Available, Show: p.Show, Status: p.Status, Priority: p.Priority})
+}
+
+func (a *clusterAdapter) Unpublish(full string) { a.c.RemoveLocal(full) }
+
+func (a *clusterAdapter) HandleStanza(to string, stanza []byte) { a.srv.DeliverFromPeer(to, stanza) }
+
+func (a *clusterAdapter) HandleSessionsGone(gone []cluster.Session) {
+	out := make([]server.PeerSession, len(gone))
+	for i, s := range gone {
+		out[i] = peer(s)
+	}
+	a.srv.PeerSessionsGone(out)
+}
+
+func (a *clusterAdapter) HandleSessionUpdate(cluster.Session) {} // presence travels as stanzas
+
+func (a *clusterAdapter) HandleConflict(full string) {
+	a.srv.Conflict(full)
+	a.c.RemoveLocal(full)
+}
+
+func (a *clusterAdapter) HandleUndelivered(to string, stanza []byte) { a.srv.Undeliverable(to, stanza) }
+
+// clusterConfig translates the cluster section of the file.
+func clusterConfig(f config.File, log zerolog.Logger) (cluster.Config, error) {
+	c := cluster.DefaultConfig()
+	c.NodeName = f.Node.Name
+	c.Logger = log
+	c.Join = f.Cluster.Join
+	c.JoinDNS = f.Cluster.JoinDNS
+	if f.Cluster.Link != "" {
+		c.LinkAddr = f.Cluster.Link
+	}
+	if f.Cluster.Bind != "" {
+		host, port, err := splitHostPort(f.Cluster.Bind)
+		if err != nil {
+			return c, fmt.Errorf("cluster.bind: %w", err)
+		}
+		c.BindAddr, c.BindPort = host, port
+	}
+	if f.Cluster.Advertise != "" {
+		host, port, err := splitHostPort(f.Cluster.Advertise)
+		if err != nil {
+			return c, fmt.Errorf("cluster.advertise: %w", err)
+		}
+		c.AdvertiseAddr, c.AdvertisePort = host, port
+	}
+	if f.Cluster.Key != "" {
+		key, err := base64.StdEncoding.DecodeString(f.Cluster.Key)
+		if err != nil {
+			return c, fmt.Errorf("cluster.key: not base64: %w (make one with: head -c 32 /dev/urandom | base64)", err)
+		}
+		c.SecretKey = key
+	}
+	host := c.AdvertiseAddr
+	if host == "" {
+		host = c.BindAddr
+	}
+	addr := func(listen string) string {
+		if listen == "" {
+			return ""
+		}
+		_, port, err := net.SplitHostPort(listen)
+		if err != nil {
+			return ""
+		}
+		return net.JoinHostPort(host, port)
+	}
+	c.Meta = cluster.NodeMeta{Name: f.Node.Name, C2S: addr(*f.Listeners.C2S), C2STLS: addr(*f.Listeners.C2STLS),
+		Component: addr(*f.Listeners.Component), Link: addr(c.LinkAddr), HTTP: addr(*f.Listeners.HTTP)}
+	return c, c.Validate()
+}
+
+func splitHostPort(s string) (string, int, error) {
+	host, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", p, err)
+	}
+	return host, port, nil
+}
+
+// loadLoop publishes this node's load to the cluster every second until
+// ctx ends.
+func loadLoop(ctx context.Context, c *cluster.Cluster, srv *server.Server) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.SetLoad(cluster.Load{Sessions: int(srv.Stats().Sessions.Load())})
+		}
+	}
+}
