@@ -48,9 +48,11 @@ func (s *Server) RouteFromComponent(component string, el *wire.Element) {
 // of user (unavailable when none is online).
 func (s *Server) answerProbe(component string, from, user jid.JID) {
 	sent := false
-	s.presenceOf(user.Bare().String(), "", func(b []byte) {
+	// presenceOf stamps each resource's full JID as 'from' and the prober
+	// as 'to' (wire.Stamp with from "" would strip the sender).
+	s.presenceOf(user.Bare().String(), from.String(), func(b []byte) {
 		sent = true
-		s.queuePresence(component, user, wire.Stamp(b, "", from.String()))
+		s.queuePresence(component, user, b)
 	})
 	if !sent {
 		s.queuePresence(component, user, presenceStanza(user.Bare().String(), from.String(), "unavailable"))
