@@ -1,0 +1,446 @@
+package interop_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"mellium.im/sasl"
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
+	"mellium.im/xmpp/jid"
+
+	"xcollect.dev/xcollect/component"
+	"xcollect.dev/xcollect/internal/certs"
+	"xcollect.dev/xcollect/server"
+	"xcollect.dev/xcollect/storage"
+	"xcollect.dev/xcollect/storage/embedded"
+)
+
+const (
+	domain = "example.com"
+	// execTimeout bounds every external client process.
+	execTimeout = 30 * time.Second
+	// waitTimeout bounds every wait for one observation.
+	waitTimeout = 15 * time.Second
+	// installHint is how a missing tool is installed.
+	installHint = "run: make test-deps (or: sudo scripts/test-deps.sh)"
+	// systemPython has slixmpp from Debian; a python3 earlier on PATH
+	// (pyenv) may not.
+	systemPython = "/usr/bin/python3"
+)
+
+// options configure one node of the harness.
+type options struct {
+	// users maps bare JIDs to passwords; created in the store before start.
+	users map[string]string
+	// components are served on a XEP-0114 listener when not empty.
+	components []component.Spec
+}
+
+// node is one in-process xcollect node: c2s with STARTTLS required on a
+// random 127.0.0.1 port, a self-signed certificate for example.com, an
+// embedded store in a temp dir, and optionally a component listener.
+type node struct {
+	srv   *server.Server
+	store storage.Store
+	dir   string // temp dir for the store and the clients' files
+	c2s   string // STARTTLS listener host:port
+	comp  string // component listener host:port, "" without components
+}
+
+func startNode(t *testing.T, o options) *node {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := embedded.Open(filepath.Join(dir, "x.db"), embedded.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _, _, err := certs.SelfSigned([]string{domain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	cfg := server.DefaultConfig()
+	cfg.Domains = []string{domain}
+	cfg.C2SAddr = "127.0.0.1:0"
+	cfg.C2STLSAddr = ""
+	cfg.TLS = certs.ServerConfig(cert)
+	cfg.RequireTLS = true
+	cfg.Logger = log
+	srv, err := server.New(cfg, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{srv: srv, store: store, dir: dir}
+	for bare, pass := range o.users {
+		cred, err := storage.NewCredentials(pass, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Users().CreateUser(context.Background(), bare, cred); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mgr *component.Manager
+	if len(o.components) > 0 {
+		ccfg := component.DefaultConfig()
+		ccfg.Addr = "127.0.0.1:0"
+		ccfg.Components = o.components
+		ccfg.Logger = log.With().Str("side", "component").Logger()
+		mgr, err = component.New(ccfg, store, srv, "interop")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.SetQueuer(mgr)
+		if err := mgr.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		n.comp = mgr.Addr().String()
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("server shutdown: %v", err)
+		}
+		if mgr != nil {
+			if err := mgr.Shutdown(ctx); err != nil {
+				t.Errorf("component shutdown: %v", err)
+			}
+		}
+		store.Close()
+	})
+	n.c2s = srv.Addr("c2s").String()
+	return n
+}
+
+func (n *node) port() string {
+	_, p, _ := net.SplitHostPort(n.c2s)
+	return p
+}
+
+// needTool fails the test with the install command when name is not on PATH.
+func needTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s not found on PATH: %s", name, installHint)
+	}
+	return p
+}
+
+// needSlixmpp fails the test with the install command when the system
+// Python cannot import slixmpp.
+func needSlixmpp(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), execTimeout)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, systemPython, "-c", "import slixmpp").CombinedOutput(); err != nil {
+		t.Fatalf("%s cannot import slixmpp (%v: %s): %s", systemPython, err, bytes.TrimSpace(out), installHint)
+	}
+}
+
+// needNodePackages fails the test with the install command when node or the
+// npm packages in node/ are missing.
+func needNodePackages(t *testing.T, pkgs ...string) {
+	t.Helper()
+	needTool(t, "node")
+	for _, p := range pkgs {
+		if _, err := os.Stat(filepath.Join("node", "node_modules", p, "package.json")); err != nil {
+			t.Fatalf("npm package %s is not installed in internal/interop/node: %s", p, installHint)
+		}
+	}
+}
+
+// event is one JSON line a client script printed.
+type event map[string]any
+
+func (e event) str(k string) string {
+	s, _ := e[k].(string)
+	return s
+}
+
+func (e event) String() string {
+	b, _ := json.Marshal(map[string]any(e))
+	return string(b)
+}
+
+// proc is a running client process whose stdout JSON lines are collected.
+type proc struct {
+	t      *testing.T
+	name   string
+	cmd    *exec.Cmd
+	cancel context.CancelFunc
+	stderr bytes.Buffer
+
+	mu     sync.Mutex
+	events []event
+	notify chan struct{} // closed and replaced on every new line
+	exited chan struct{} // closed when the process ended and stdout is drained
+	err    error         // Wait's result, set before exited closes
+}
+
+// startProc runs name with args under execTimeout, in dir when not "", with
+// env added to the environment. The process is killed at cleanup.
+func startProc(t *testing.T, dir string, env []string, name string, args ...string) *proc {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), execTimeout)
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.WaitDelay = 2 * time.Second
+	p := &proc{t: t, name: filepath.Base(name), cmd: cmd, cancel: cancel, notify: make(chan struct{}), exited: make(chan struct{})}
+	cmd.Stderr = &lockedWriter{mu: &p.mu, w: &p.stderr}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go p.read(out)
+	t.Cleanup(func() {
+		p.cancel()
+		<-p.exited
+		if t.Failed() {
+			p.mu.Lock()
+			t.Logf("%s stderr:\n%s", p.name, p.stderr.String())
+			p.mu.Unlock()
+		}
+	})
+	return p
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+func (p *proc) read(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		var e event
+		if err := json.Unmarshal(line, &e); err != nil {
+			p.t.Logf("%s: %s", p.name, line)
+			continue
+		}
+		p.t.Logf("%s: %s", p.name, line)
+		p.mu.Lock()
+		p.events = append(p.events, e)
+		close(p.notify)
+		p.notify = make(chan struct{})
+		p.mu.Unlock()
+	}
+	err := p.cmd.Wait()
+	p.mu.Lock()
+	p.err = err
+	close(p.notify)
+	p.notify = make(chan struct{})
+	p.mu.Unlock()
+	close(p.exited)
+}
+
+// find returns the first event for which match is true.
+func (p *proc) find(match func(event) bool) (event, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range p.events {
+		if match(e) {
+			return e, true
+		}
+	}
+	return nil, false
+}
+
+// await waits up to waitTimeout for an event matching match; what describes
+// it in the failure.
+func (p *proc) await(what string, match func(event) bool) event {
+	p.t.Helper()
+	deadline := time.NewTimer(waitTimeout)
+	defer deadline.Stop()
+	for {
+		p.mu.Lock()
+		ch := p.notify
+		p.mu.Unlock()
+		if e, ok := p.find(match); ok {
+			return e
+		}
+		select {
+		case <-ch:
+		case <-p.exited:
+			if e, ok := p.find(match); ok {
+				return e
+			}
+			p.t.Fatalf("%s exited (%v) without %s; events: %v\nstderr:\n%s", p.name, p.err, what, p.all(), p.stderrText())
+		case <-deadline.C:
+			p.t.Fatalf("%s: no %s within %v; events: %v", p.name, what, waitTimeout, p.all())
+		}
+	}
+}
+
+// wait waits for the process to end and fails the test if it failed.
+func (p *proc) wait() {
+	p.t.Helper()
+	<-p.exited
+	if p.err != nil {
+		p.t.Fatalf("%s: %v; events: %v\nstderr:\n%s", p.name, p.err, p.all(), p.stderrText())
+	}
+}
+
+func (p *proc) all() []event {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]event(nil), p.events...)
+}
+
+func (p *proc) stderrText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stderr.String()
+}
+
+// is matches events whose fields equal kv (pairs of key, value).
+func is(kv ...string) func(event) bool {
+	return func(e event) bool {
+		for i := 0; i+1 < len(kv); i += 2 {
+			if e.str(kv[i]) != kv[i+1] {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// goClient is a mellium client session (STARTTLS, SCRAM-SHA-256) whose
+// incoming top-level elements are collected as XML strings.
+type goClient struct {
+	t   *testing.T
+	jid string // bound full JID
+	s   *xmpp.Session
+	in  chan string
+}
+
+func dialGo(t *testing.T, addr, full, pass string) *goClient {
+	t.Helper()
+	j := jid.MustParse(full)
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	s, err := xmpp.NewClientSession(ctx, j, conn,
+		xmpp.StartTLS(&tls.Config{ServerName: j.Domain().String(), InsecureSkipVerify: true}),
+		xmpp.SASL("", pass, sasl.ScramSha256),
+		xmpp.BindResource(),
+	)
+	if err != nil {
+		conn.Close()
+		t.Fatalf("go client %s: %v", full, err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	c := &goClient{t: t, jid: s.LocalAddr().String(), s: s, in: make(chan string, 1000)}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = s.Serve(xmpp.HandlerFunc(func(r xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+			var buf bytes.Buffer
+			e := xml.NewEncoder(&buf)
+			if _, err := xmlstream.Copy(e, xmlstream.MultiReader(xmlstream.Token(*start), r)); err != nil {
+				return nil
+			}
+			_ = e.Flush()
+			select {
+			case c.in <- buf.String():
+			default:
+			}
+			return nil
+		}))
+	}()
+	t.Cleanup(func() {
+		s.Close()
+		conn.Close()
+		<-served
+	})
+	return c
+}
+
+func (c *goClient) send(raw string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.s.Send(ctx, xml.NewDecoder(strings.NewReader(raw))); err != nil {
+		c.t.Fatalf("send %s: %v", raw, err)
+	}
+}
+
+// expect waits up to waitTimeout for an element containing every substring
+// in want.
+func (c *goClient) expect(want ...string) string {
+	c.t.Helper()
+	deadline := time.NewTimer(waitTimeout)
+	defer deadline.Stop()
+	for {
+		select {
+		case got := <-c.in:
+			ok := true
+			for _, w := range want {
+				ok = ok && strings.Contains(got, w)
+			}
+			if ok {
+				return got
+			}
+		case <-deadline.C:
+			c.t.Fatalf("%s: no element with %q within %v", c.jid, want, waitTimeout)
+			return ""
+		}
+	}
+}
+
+// ping sends a XEP-0199 ping to the server and waits for the result, so
+// that everything c sent before has been processed by its session.
+func (c *goClient) ping(id string) {
+	c.t.Helper()
+	c.send(fmt.Sprintf("<iq type='get' id='%s' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>", id, domain))
+	c.expect(`id="`+id+`"`, `type="result"`)
+}
+
+
+// writeFile writes content to dir/name and returns the path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
