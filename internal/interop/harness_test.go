@@ -434,7 +434,6 @@ func (c *goClient) ping(id string) {
 	c.expect(`id="`+id+`"`, `type="result"`)
 }
 
-
 // writeFile writes content to dir/name and returns the path.
 func writeFile(t *testing.T, dir, name, content string) string {
 	t.Helper()
