@@ -1,0 +1,281 @@
+// Package clustertest runs real xcollect node processes as a cluster on
+// 127.0.0.1, 127.0.0.2 and 127.0.0.3 over one throw-away Postgres.
+package clustertest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"xcollect.dev/xcollect/internal/pgtest"
+	"xcollect.dev/xcollect/internal/wire"
+	"xcollect.dev/xcollect/internal/xmpptest"
+)
+
+var binPath string // built once by TestMain; read-only afterwards
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "xcollect-clustertest")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binPath = filepath.Join(dir, "xcollect")
+	out, err := exec.Command("go", "build", "-o", binPath, "xcollect.dev/xcollect/cmd/xcollect").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func freePort(t *testing.T, host string) int {
+	t.Helper()
+	for i := 0; i < 20; i++ {
+		ln, err := net.Listen("tcp", host+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		// memberlist needs the same UDP port
+		if uc, err := net.ListenPacket("udp", fmt.Sprintf("%s:%d", host, port)); err == nil {
+			uc.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+type node struct {
+	name, host string
+	c2s, comp  string
+	gossip     string
+	cmd        *exec.Cmd
+	mu         sync.Mutex
+	log        bytes.Buffer
+}
+
+func (n *node) logs() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.log.String()
+}
+
+type lockedWriter struct{ n *node }
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.n.mu.Lock()
+	defer w.n.mu.Unlock()
+	return w.n.log.Write(p)
+}
+
+const key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // 32 bytes, base64
+
+func startCluster(t *testing.T, dsn string, margin string) []*node {
+	t.Helper()
+	var nodes []*node
+	for i := 1; i <= 3; i++ {
+		host := fmt.Sprintf("127.0.0.%d", i)
+		n := &node{name: fmt.Sprintf("node%d", i), host: host}
+		n.c2s = fmt.Sprintf("%s:%d", host, freePort(t, host))
+		n.comp = fmt.Sprintf("%s:%d", host, freePort(t, host))
+		n.gossip = fmt.Sprintf("%s:%d", host, freePort(t, host))
+		nodes = append(nodes, n)
+	}
+	for _, n := range nodes {
+		dir := t.TempDir()
+		cfg := fmt.Sprintf(`node: {name: %s}
+domains: [example.com]
+data_dir: %s
+log: {level: debug, format: json}
+listeners: {c2s: "%s", c2s_tls: "", component: "%s", http: ""}
+tls: {require: false}
+storage: {postgres: {dsn: "%s"}}
+components:
+  - {jid: collector.example.com, secret: s3cret, multiple_connections: true}
+cluster:
+  bind: "%s"
+  link: "%s:%d"
+  join: ["%s"]
+  key: "%s"
+  steering: {margin: %s}
+`, n.name, dir, n.c2s, n.comp, dsn, n.gossip, n.host, freePort(t, n.host), nodes[0].gossip, key, margin)
+		p := filepath.Join(dir, "xcollect.yaml")
+		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n.cmd = exec.Command(binPath, "serve", "--config", p)
+		n.cmd.Stderr = lockedWriter{n}
+		n.cmd.Stdout = lockedWriter{n}
+		if err := n.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = n.cmd.Process.Kill()
+			_ = n.cmd.Wait()
+			if t.Failed() {
+				t.Logf("%s log:\n%s", n.name, n.logs())
+			}
+		})
+	}
+	for _, n := range nodes {
+		waitFor(t, 20*time.Second, n.name+" listening", func() bool {
+			c, err := net.DialTimeout("tcp", n.c2s, 200*time.Millisecond)
+			if err != nil {
+				return false
+			}
+			c.Close()
+			return true
+		})
+	}
+	// all three see each other
+	waitFor(t, 20*time.Second, "membership", func() bool {
+		for _, n := range nodes {
+			if strings.Count(n.logs(), "node joined") < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	return nodes
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func addUsers(t *testing.T, dsn string, users ...string) {
+	t.Helper()
+	for _, u := range users {
+		out, err := exec.Command(binPath, "user", "add", u+"@example.com", "--password", "pw", "--postgres-dsn", dsn, "--domains", "example.com").CombinedOutput()
+		if err != nil {
+			t.Fatalf("user add %s: %v\n%s", u, err, out)
+		}
+	}
+}
+
+func dial(t *testing.T, n *node, user string) *xmpptest.Conn {
+	t.Helper()
+	return xmpptest.DialC2S(t, n.c2s, "example.com", user, "pw", xmpptest.C2SOptions{})
+}
+
+func expect(t *testing.T, c *xmpptest.Conn, want ...string) *wire.Element {
+	t.Helper()
+	return c.Expect(t, 10*time.Second, func(el *wire.Element) bool {
+		for _, w := range want {
+			if !bytes.Contains(el.Raw, []byte(w)) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestThreeNodes(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := pg.DSN()
+	// A huge margin: no steering in this test.
+	nodes := startCluster(t, dsn, "1000")
+	addUsers(t, dsn, "alice", "bob", "dev1")
+
+	t.Run("chat and presence across nodes", func(t *testing.T) {
+		a := dial(t, nodes[0], "alice")
+		b := dial(t, nodes[1], "bob")
+		for _, c := range []*xmpptest.Conn{a, b} {
+			_ = c.Send("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>")
+			expect(t, c, "id=\"r\"")
+			_ = c.Send("<presence/>")
+		}
+		_ = a.Send("<presence to='bob@example.com' type='subscribe'/>")
+		expect(t, b, "type=\"subscribe\"", "alice@example.com")
+		_ = b.Send("<presence to='alice@example.com' type='subscribed'/>")
+		expect(t, a, "<presence", b.JID) // bob's presence reaches alice on node1
+		_ = b.Send("<presence><status>on node2</status></presence>")
+		expect(t, a, "on node2")
+		_ = a.Send("<message to='" + b.JID + "' id='x1'><body>hello node2</body></message>")
+		expect(t, b, "hello node2", a.JID)
+		_ = b.Send("<message to='alice@example.com' id='x2' type='chat'><body>hello node1</body></message>")
+		expect(t, a, "hello node1", b.JID)
+	})
+
+	t.Run("report from node1 to a processor on node3", func(t *testing.T) {
+		proc := xmpptest.DialComponent(t, nodes[2].comp, "collector.example.com", "s3cret")
+		dev := dial(t, nodes[0], "dev1")
+		if err := dev.EnableSM(false); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 20; i++ {
+			_ = dev.Send(fmt.Sprintf("<message to='collector.example.com' id='rep-%d'><report xmlns='urn:example:r'>%d</report></message>", i, i))
+		}
+		_ = dev.RequestAck()
+		if err := dev.WaitAck(20, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 20; i++ {
+			expect(t, proc, fmt.Sprintf("id='rep-%d'", i))
+		}
+	})
+}
+
+func TestSeeOtherHost(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := pg.DSN()
+	nodes := startCluster(t, dsn, "0.1")
+	var users []string
+	for i := 0; i < 6; i++ {
+		users = append(users, fmt.Sprintf("u%d", i))
+	}
+	addUsers(t, dsn, append(users, "late")...)
+	for _, u := range users {
+		dial(t, nodes[0], u) // load node1
+	}
+	// Once node1's load has been gossiped, a new client is steered away
+	// and completes login on the node it is sent to.
+	var target string
+	waitFor(t, 20*time.Second, "see-other-host", func() bool {
+		_, err := xmpptest.TryDialC2S(nodes[0].c2s, "example.com", "late", "pw", xmpptest.C2SOptions{})
+		se, ok := err.(*xmpptest.StreamError)
+		if !ok || se.Condition != "see-other-host" {
+			return false
+		}
+		target = between(se.Raw, "<see-other-host xmlns='urn:ietf:params:xml:ns:xmpp-streams'>", "</see-other-host>")
+		return target != ""
+	})
+	if target == nodes[0].c2s {
+		t.Fatalf("steered to itself: %s", target)
+	}
+	c := xmpptest.DialC2S(t, target, "example.com", "late", "pw", xmpptest.C2SOptions{})
+	_ = c.Send("<iq type='get' id='p' to='example.com'><ping xmlns='urn:xmpp:ping'/></iq>")
+	expect(t, c, "id=\"p\"", "result")
+}
+
+func between(s, open, end string) string {
+	i := strings.Index(s, open)
+	if i < 0 {
+		return ""
+	}
+	s = s[i+len(open):]
+	j := strings.Index(s, end)
+	if j < 0 {
+		return ""
+	}
+	return s[:j]
+}
