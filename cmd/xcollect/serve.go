@@ -121,12 +121,19 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	} else {
 		close(loadDone)
 	}
+	httpDone, err := startHTTP(ctx, f, store, srv, cl, log)
+	if err != nil {
+		shutdown(log, srv.Shutdown)
+		shutdown(log, mgr.Shutdown)
+		return err
+	}
 	log.Info().Strs("domains", f.Domains).Str("store", kind).Str("c2s", *f.Listeners.C2S).
 		Str("c2s_tls", *f.Listeners.C2STLS).Str("component", *f.Listeners.Component).
 		Int("components", len(f.Components)).Msg("xcollect node started")
 	<-ctx.Done()
 	log.Info().Msg("shutting down")
 	<-loadDone
+	<-httpDone
 	if cl != nil {
 		shutdown(log, cl.Shutdown)
 	}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"xcollect.dev/xcollect/cluster"
+	"xcollect.dev/xcollect/internal/config"
+	"xcollect.dev/xcollect/internal/httpapi"
+	"xcollect.dev/xcollect/server"
+	"xcollect.dev/xcollect/storage"
+)
+
+func apiNode(n cluster.Node) httpapi.Node {
+	return httpapi.Node{Name: n.Name, C2S: n.C2S, C2STLS: n.C2STLS, Component: n.Component, HTTP: n.HTTP,
+		Sessions: n.Load.Sessions, Score: n.Load.Score()}
+}
+
+// startHTTP serves the HTTP API on f.Listeners.HTTP ("" disables it) until
+// ctx ends; the returned channel closes when the server has stopped.
+func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *server.Server, cl *cluster.Cluster, log zerolog.Logger) (<-chan struct{}, error) {
+	done := make(chan struct{})
+	addr := *f.Listeners.HTTP
+	if addr == "" {
+		close(done)
+		return done, nil
+	}
+	d := httpapi.Deps{
+		Health: store.Ping,
+		Self: func() httpapi.Node {
+			return httpapi.Node{Name: f.Node.Name, C2S: *f.Listeners.C2S, C2STLS: *f.Listeners.C2STLS,
+				Component: *f.Listeners.Component, HTTP: addr, Sessions: int(srv.Stats().Sessions.Load())}
+		},
+	}
+	if cl != nil {
+		d.Nodes = func() []httpapi.Node {
+			var out []httpapi.Node
+			for _, n := range cl.Nodes() {
+				out = append(out, apiNode(n))
+			}
+			return out
+		}
+		d.Best = func() (httpapi.Node, bool) {
+			n, ok := cl.LeastLoaded()
+			return apiNode(n), ok
+		}
+		d.Directory = cl.DirectorySize
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen http on %s: %w", addr, err)
+	}
+	hs := &http.Server{Handler: httpapi.Handler(d), ReadHeaderTimeout: 5 * time.Second}
+	log.Info().Str("listener", "http").Str("addr", ln.Addr().String()).Msg("listening")
+	go func() {
+		defer close(done)
+		go func() {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = hs.Shutdown(sctx) // the listener closes either way
+		}()
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Msg("http server")
+		}
+	}()
+	return done, nil
+}

@@ -1,0 +1,79 @@
+// Package httpapi serves a node's HTTP port (5280 by default): GET /healthz
+// (the store answers), GET /v1/connect (the addresses of the best node for
+// a new client or processor, JSON) and GET /v1/status (this node's view of
+// the cluster, JSON). It holds no state: every answer comes from the
+// functions in Deps.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+)
+
+// Node is a node's advertised addresses and load.
+type Node struct {
+	Name      string  `json:"node"`
+	C2S       string  `json:"c2s,omitempty"`
+	C2STLS    string  `json:"c2s_tls,omitempty"`
+	Component string  `json:"component,omitempty"`
+	HTTP      string  `json:"http,omitempty"`
+	Sessions  int     `json:"sessions"`
+	Score     float64 `json:"score"`
+}
+
+// Deps are the node's parts the API reads. Nodes and Best are nil on a
+// single node.
+type Deps struct {
+	Self      func() Node
+	Health    func(ctx context.Context) error
+	Nodes     func() []Node
+	Best      func() (Node, bool)
+	Directory func() int
+}
+
+// Handler returns the API's http.Handler.
+func Handler(d Deps) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := d.Health(ctx); err != nil {
+			http.Error(w, "store unreachable: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n")) // a failed write means the client left
+	})
+	mux.HandleFunc("GET /v1/connect", func(w http.ResponseWriter, r *http.Request) {
+		n := d.Self()
+		if d.Best != nil {
+			if best, ok := d.Best(); ok {
+				n = best
+			}
+		}
+		writeJSON(w, n)
+	})
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		st := struct {
+			Self      Node   `json:"self"`
+			Members   []Node `json:"members,omitempty"`
+			Directory int    `json:"directory"`
+		}{Self: d.Self()}
+		if d.Nodes != nil {
+			st.Members = d.Nodes()
+		}
+		if d.Directory != nil {
+			st.Directory = d.Directory()
+		}
+		writeJSON(w, st)
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v) // a failed write means the client left
+}
