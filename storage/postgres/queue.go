@@ -96,10 +96,15 @@ func (q queue) Enqueue(ctx context.Context, items []storage.QueueItem, limits fu
 		return rows.Err()
 	})
 	if len(kc) > 0 {
-		b.Queue(`SELECT d.component, d.sender, d.stanza_id FROM queue_dedupe d
-			JOIN unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS k(c, s, i, w)
-			ON d.component = k.c AND d.sender = k.s AND d.stanza_id = k.i
-			WHERE d.at >= now() - k.w * interval '1 microsecond'`, kc, ks, ki, kw).Query(func(rows pgx.Rows) error {
+		// One primary-key probe per item, whatever the statistics say: as
+		// a plain join the planner may hash the whole table, and with the
+		// window test inside the probe it may pick the index on at (both
+		// seen with fresh, unanalysed tables). LIMIT keeps the window test
+		// out of the probe.
+		b.Queue(`SELECT k.c, k.s, k.i FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS k(c, s, i, w)
+			CROSS JOIN LATERAL (SELECT d.at FROM queue_dedupe d
+				WHERE d.component = k.c AND d.sender = k.s AND d.stanza_id = k.i LIMIT 1) AS hit
+			WHERE hit.at >= now() - k.w * interval '1 microsecond'`, kc, ks, ki, kw).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var k dedupeKey
 				if err := rows.Scan(&k.component, &k.sender, &k.id); err != nil {
@@ -298,7 +303,7 @@ func (q queue) Claim(ctx context.Context, component, owner string, lease time.Du
 				CROSS JOIN LATERAL (
 					SELECT id FROM queue
 					WHERE component = $1 AND sender = p.sender AND claimed_by IS DISTINCT FROM $2
-					ORDER BY id LIMIT $3) x
+					ORDER BY component, sender, id LIMIT $3) x -- the order of index queue_partition
 				WHERE p.component = $1 AND p.owner = $2
 				ORDER BY x.id LIMIT $3)
 			UPDATE queue q SET claimed_by = $2, attempts = q.attempts + 1 FROM picked WHERE q.id = picked.id

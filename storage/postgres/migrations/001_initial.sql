@@ -73,7 +73,8 @@ CREATE TABLE queue_counters (
 );
 
 -- Stanza ids seen recently per sender; rows older than the component's
--- dedupe window are ignored and pruned.
+-- dedupe window are ignored and pruned (by the index on at alone, so that
+-- the lookup by primary key has no other index to choose).
 CREATE TABLE queue_dedupe (
     component     text NOT NULL,
     sender        text NOT NULL,
@@ -81,7 +82,7 @@ CREATE TABLE queue_dedupe (
     at            timestamptz NOT NULL,
     PRIMARY KEY (component, sender, stanza_id)
 );
-CREATE INDEX queue_dedupe_at ON queue_dedupe (component, at);
+CREATE INDEX queue_dedupe_at ON queue_dedupe (at);
 
 CREATE TABLE dead_letters (
     id            bigint PRIMARY KEY,   -- the id the row had in queue
