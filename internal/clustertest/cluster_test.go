@@ -61,6 +61,7 @@ type node struct {
 	name, host string
 	c2s, comp  string
 	gossip     string
+	http       string
 	cmd        *exec.Cmd
 	mu         sync.Mutex
 	log        bytes.Buffer
@@ -91,6 +92,7 @@ func startCluster(t *testing.T, dsn string, margin string) []*node {
 		n.c2s = fmt.Sprintf("%s:%d", host, freePort(t, host))
 		n.comp = fmt.Sprintf("%s:%d", host, freePort(t, host))
 		n.gossip = fmt.Sprintf("%s:%d", host, freePort(t, host))
+		n.http = fmt.Sprintf("%s:%d", host, freePort(t, host))
 		nodes = append(nodes, n)
 	}
 	for _, n := range nodes {
@@ -99,7 +101,7 @@ func startCluster(t *testing.T, dsn string, margin string) []*node {
 domains: [example.com]
 data_dir: %s
 log: {level: debug, format: json}
-listeners: {c2s: "%s", c2s_tls: "", component: "%s", http: ""}
+listeners: {c2s: "%s", c2s_tls: "", component: "%s", http: "%s"}
 tls: {require: false}
 storage: {postgres: {dsn: "%s"}}
 components:
@@ -110,7 +112,7 @@ cluster:
   join: ["%s"]
   key: "%s"
   steering: {margin: %s}
-`, n.name, dir, n.c2s, n.comp, dsn, n.gossip, n.host, freePort(t, n.host), nodes[0].gossip, key, margin)
+`, n.name, dir, n.c2s, n.comp, n.http, dsn, n.gossip, n.host, freePort(t, n.host), nodes[0].gossip, key, margin)
 		p := filepath.Join(dir, "xcollect.yaml")
 		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
