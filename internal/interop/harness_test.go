@@ -223,9 +223,7 @@ func startProc(t *testing.T, dir string, env []string, name string, args ...stri
 		p.cancel()
 		<-p.exited
 		if t.Failed() {
-			p.mu.Lock()
-			t.Logf("%s stderr:\n%s", p.name, p.stderr.String())
-			p.mu.Unlock()
+			t.Logf("%s stderr:\n%s", p.name, p.stderrText())
 		}
 	})
 	return p
@@ -299,7 +297,7 @@ func (p *proc) await(what string, match func(event) bool) event {
 			if e, ok := p.find(match); ok {
 				return e
 			}
-			p.t.Fatalf("%s exited (%v) without %s; events: %v\nstderr:\n%s", p.name, p.err, what, p.all(), p.stderrText())
+			p.t.Fatalf("%s exited (%v) without %s; events: %v", p.name, p.err, what, p.all())
 		case <-deadline.C:
 			p.t.Fatalf("%s: no %s within %v; events: %v", p.name, what, waitTimeout, p.all())
 		}
@@ -311,7 +309,7 @@ func (p *proc) wait() {
 	p.t.Helper()
 	<-p.exited
 	if p.err != nil {
-		p.t.Fatalf("%s: %v; events: %v\nstderr:\n%s", p.name, p.err, p.all(), p.stderrText())
+		p.t.Fatalf("%s: %v; events: %v", p.name, p.err, p.all())
 	}
 }
 
@@ -442,4 +440,32 @@ func writeFile(t *testing.T, dir, name, content string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// waitFor polls cond every 20ms until it is true or waitTimeout passed.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %v", what, waitTimeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// queuedRows returns the rows waiting in component's durable queue.
+func (n *node) queuedRows(t *testing.T, component string) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := n.store.Queue().Stats(ctx, component)
+	if err != nil {
+		t.Fatalf("queue stats: %v", err)
+	}
+	var rows int64
+	for _, s := range st {
+		rows += s.Rows
+	}
+	return rows
 }
