@@ -43,7 +43,14 @@ func TestHandshake(t *testing.T) {
 		}
 	})
 	t.Run("conflict", func(t *testing.T) {
-		first := e.component(compA)
+		// The connection of "ok" may still be going offline.
+		var first *xmpptest.Conn
+		waitFor(t, wait, "first connection", func() bool {
+			c, err := xmpptest.TryDialComponent(e.comp, compA, secret)
+			first = c
+			return err == nil
+		})
+		defer first.Close()
 		_, err := xmpptest.TryDialComponent(e.comp, compA, secret)
 		if got := streamCond(t, err); got != "conflict" {
 			t.Fatalf("condition %q, want conflict", got)
@@ -73,7 +80,13 @@ func TestHandshake(t *testing.T) {
 		b.Close()
 	})
 	t.Run("invalid-from", func(t *testing.T) {
-		c := e.component(compA)
+		var c *xmpptest.Conn
+		waitFor(t, wait, "connection", func() bool {
+			var err error
+			c, err = xmpptest.TryDialComponent(e.comp, compA, secret)
+			return err == nil
+		})
+		defer c.Close()
 		if err := c.Send("<message from='evil.example.com' to='x@" + domain + "'/>"); err != nil {
 			t.Fatal(err)
 		}
