@@ -62,6 +62,7 @@ type node struct {
 	c2s, comp  string
 	gossip     string
 	http       string
+	link       string
 	cmd        *exec.Cmd
 	mu         sync.Mutex
 	log        bytes.Buffer
@@ -85,17 +86,30 @@ const key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // 32 bytes, base64
 
 func startCluster(t *testing.T, dsn string, margin string) []*node {
 	t.Helper()
+	return startClusterOn(t, dsn, margin, []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}, nil)
+}
+
+// startClusterOn starts one node per host; with namespaces, node i runs in
+// netns[i] (ip netns exec).
+func startClusterOn(t *testing.T, dsn, margin string, hosts, netns []string) []*node {
+	t.Helper()
 	var nodes []*node
-	for i := 1; i <= 3; i++ {
-		host := fmt.Sprintf("127.0.0.%d", i)
-		n := &node{name: fmt.Sprintf("node%d", i), host: host}
-		n.c2s = fmt.Sprintf("%s:%d", host, freePort(t, host))
-		n.comp = fmt.Sprintf("%s:%d", host, freePort(t, host))
-		n.gossip = fmt.Sprintf("%s:%d", host, freePort(t, host))
-		n.http = fmt.Sprintf("%s:%d", host, freePort(t, host))
+	for i, host := range hosts {
+		n := &node{name: fmt.Sprintf("node%d", i+1), host: host}
+		port := func() int { return freePort(t, host) }
+		if netns != nil { // each namespace has its own ports: use the standard ones
+			std := []int{5222, 5347, 7946, 5280, 7947}
+			k := 0
+			port = func() int { k++; return std[k-1] }
+		}
+		n.c2s = fmt.Sprintf("%s:%d", host, port())
+		n.comp = fmt.Sprintf("%s:%d", host, port())
+		n.gossip = fmt.Sprintf("%s:%d", host, port())
+		n.http = fmt.Sprintf("%s:%d", host, port())
+		n.link = fmt.Sprintf("%s:%d", host, port())
 		nodes = append(nodes, n)
 	}
-	for _, n := range nodes {
+	for i, n := range nodes {
 		dir := t.TempDir()
 		cfg := fmt.Sprintf(`node: {name: %s}
 domains: [example.com]
@@ -108,16 +122,19 @@ components:
   - {jid: collector.example.com, secret: s3cret, multiple_connections: true}
 cluster:
   bind: "%s"
-  link: "%s:%d"
+  link: "%s"
   join: ["%s"]
   key: "%s"
   steering: {margin: %s}
-`, n.name, dir, n.c2s, n.comp, n.http, dsn, n.gossip, n.host, freePort(t, n.host), nodes[0].gossip, key, margin)
+`, n.name, dir, n.c2s, n.comp, n.http, dsn, n.gossip, n.link, nodes[0].gossip, key, margin)
 		p := filepath.Join(dir, "xcollect.yaml")
 		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		n.cmd = exec.Command(binPath, "serve", "--config", p)
+		if netns != nil {
+			n.cmd = exec.Command("ip", "netns", "exec", netns[i], binPath, "serve", "--config", p)
+		}
 		n.cmd.Stderr = lockedWriter{n}
 		n.cmd.Stdout = lockedWriter{n}
 		if err := n.cmd.Start(); err != nil {
