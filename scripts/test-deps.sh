@@ -31,7 +31,11 @@ fi
 command -v go-sendxmpp >/dev/null 2>&1 || missing+=(go-sendxmpp)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
-command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+if ! command -v node >/dev/null 2>&1; then
+	missing+=(nodejs npm)
+elif ! command -v npm >/dev/null 2>&1; then
+	missing+=(npm)
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
 	export DEBIAN_FRONTEND=noninteractive
