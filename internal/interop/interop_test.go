@@ -122,8 +122,8 @@ func testGoSendxmpp(t *testing.T) {
 	}
 }
 
-// testXMPPComponent: an @xmpp/component processor authenticates with its
-// secret; a message a client sends while the component is offline is
+// testXMPPComponent: an @xmpp/component processor with a wrong secret is
+// refused; with the right one it authenticates; a message a client sends while the component is offline is
 // delivered when it connects (store and forward), and one sent while it is
 // online arrives too.
 func testXMPPComponent(t *testing.T) {
@@ -138,6 +138,15 @@ func testXMPPComponent(t *testing.T) {
 	waitFor(t, "queued row for "+compJID, func() bool { return n.queuedRows(t, compJID) == 1 })
 
 	_, port, _ := strings.Cut(n.comp, ":")
+	bad := startProc(t, "node", []string{"XMPP_TRACE=1"}, "node", "component.js", "127.0.0.1", port, compJID, "wrong-secret", "1")
+	bad.await("handshake refused", func(e event) bool {
+		return (e.str("event") == "error" || e.str("event") == "client_error") && strings.Contains(e.str("error"), "not-authorized")
+	})
+	if e, ok := bad.find(is("event", "online")); ok {
+		t.Fatalf("component with a wrong secret went online: %v", e)
+	}
+	bad.cancel()
+
 	p := startProc(t, "node", []string{"XMPP_TRACE=1"}, "node", "component.js", "127.0.0.1", port, compJID, compPass, "2")
 	p.await("component online", is("event", "online", "jid", compJID))
 	p.await("queued message", is("event", "message", "from", alice.jid, "to", compJID, "id", "q1", "body", "queued while offline"))
