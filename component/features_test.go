@@ -173,3 +173,17 @@ func TestComponentToBareJIDOfOnlineUser(t *testing.T) {
 		t.Fatalf("got %s", el.Raw)
 	}
 }
+
+// TestComponentPingsServer: an IQ from a component to the server is
+// answered through the component's queue.
+func TestComponentPingsServer(t *testing.T) {
+	e := startEnv(t, envOpts{})
+	comp := e.component(compA)
+	if err := comp.Send("<iq from='" + compA + "' to='example.com' type='get' id='cping'><ping xmlns='urn:xmpp:ping'/></iq>"); err != nil {
+		t.Fatal(err)
+	}
+	el := comp.Expect(t, wait, func(el *wire.Element) bool { return el.Get("id") == "cping" })
+	if el.Get("type") != "result" || el.Get("to") != compA {
+		t.Fatalf("got %s", el.Raw)
+	}
+}

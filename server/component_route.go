@@ -72,6 +72,14 @@ func (s *Server) queueError(component string, st *stanza, errType, cond, text st
 	if st.typ == "error" || s.queue == nil {
 		return
 	}
-	raw := wire.ErrorStanza(st.name, st.id, st.el.Get("to"), st.from.String(), errType, cond, text)
-	s.queue.Submit(storage.QueueItem{Component: component, Sender: component, From: component, Stanza: raw}, func(storage.EnqueueResult, error) {})
+	s.queueStanza(component, wire.ErrorStanza(st.name, st.id, st.el.Get("to"), st.from.String(), errType, cond, text))
+}
+
+// queueStanza queues a server-generated stanza (a reply) for component.
+func (s *Server) queueStanza(component string, raw []byte) {
+	s.queue.Submit(storage.QueueItem{Component: component, Sender: component, From: component, Stanza: raw}, func(res storage.EnqueueResult, err error) {
+		if err != nil || res == storage.Full {
+			s.log.Warn().Err(err).Str("component", component).Stringer("result", res).Msg("reply to component not queued")
+		}
+	})
 }

@@ -235,6 +235,17 @@ func header(to string) string {
 // resource (the node must run with RequireTLS false).
 func (r *raw) login(user, domain, pass, resource string) {
 	r.t.Helper()
+	r.loginUntilBind(user, domain, pass)
+	r.write("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>" + resource + "</resource></bind></iq>")
+	if got := r.readUntil("</iq>", 5*time.Second); !strings.Contains(got, "<jid>") {
+		r.t.Fatalf("bind: %s", got)
+	}
+}
+
+// loginUntilBind authenticates and restarts the stream, stopping before
+// resource binding.
+func (r *raw) loginUntilBind(user, domain, pass string) {
+	r.t.Helper()
 	r.write(header(domain))
 	r.readUntil("</stream:features>", 5*time.Second)
 	neg := sasl.NewClient(sasl.ScramSha256, sasl.Credentials(func() ([]byte, []byte, []byte) {
@@ -256,10 +267,6 @@ func (r *raw) login(user, domain, pass, resource string) {
 	}
 	r.write(header(domain))
 	r.readUntil("</stream:features>", 5*time.Second)
-	r.write("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>" + resource + "</resource></bind></iq>")
-	if got := r.readUntil("</iq>", 5*time.Second); !strings.Contains(got, "<jid>") {
-		r.t.Fatalf("bind: %s", got)
-	}
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

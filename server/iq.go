@@ -123,5 +123,15 @@ func (s *Server) handleServerIQ(st *stanza) {
 	default:
 		reply = st.errorReply("cancel", "service-unavailable", "")
 	}
-	s.deliverTo(st.from, reply)
+	s.reply(st, reply)
+}
+
+// reply hands an answer to st's sender: a client session or, for a
+// component, its queue.
+func (s *Server) reply(st *stanza, raw []byte) {
+	if s.queue != nil && s.queue.IsComponent(st.from.Domainpart()) {
+		s.queueStanza(st.from.Domainpart(), raw)
+		return
+	}
+	s.deliverTo(st.from, raw)
 }

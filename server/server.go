@@ -85,7 +85,7 @@ func New(cfg Config, store storage.Store) (*Server, error) {
 		s.domains[d] = true
 	}
 	s.sessions.init()
-	s.smDetached.init()
+	s.smDetached.init(2 * cfg.SMResumeTimeout)
 	s.authFail.init(cfg.AuthFailuresBeforeDelay, cfg.AuthFailureWindow)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil

@@ -208,15 +208,16 @@ func (s *Session) detach(c *c2sConn) {
 func (s *Server) resume(c *c2sConn, el *wire.Element) (done bool, err error) {
 	previd := el.Get("previd")
 	h, perr := strconv.ParseUint(el.Get("h"), 10, 32)
+	bare := c.user + "@" + c.domain
 	sess := s.smDetached.get(previd)
-	if perr != nil || sess == nil || sess.bare != c.user+"@"+c.domain {
-		return false, c.write([]byte("<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
+	if perr != nil || sess == nil || sess.bare != bare {
+		return false, c.write(s.smDetached.failed(previd, bare))
 	}
 	sess.mu.Lock()
 	sm := sess.sm
 	if sess.ended || sm == nil || before(sm.outSent, uint32(h)) {
 		sess.mu.Unlock()
-		return false, c.write([]byte("<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
+		return false, c.write(s.smDetached.failed(previd, bare))
 	}
 	old := sess.c
 	sess.c = nil
@@ -257,13 +258,44 @@ func (s *Server) resume(c *c2sConn, el *wire.Element) (done bool, err error) {
 	return true, nil
 }
 
-// detachedTable indexes resumable sessions by their stream management id.
+// detachedTable indexes resumable sessions by their stream management id,
+// and remembers for a while how many stanzas ended ones had handled, so
+// that a late <resume/> gets <failed h='…'/> (XEP-0198 §5) and the client
+// resends only the rest.
 type detachedTable struct {
-	mu   sync.Mutex
-	byID map[string]*Session
+	mu    sync.Mutex
+	byID  map[string]*Session
+	ended map[string]endedSM
+	keep  time.Duration
 }
 
-func (t *detachedTable) init() { t.byID = make(map[string]*Session) }
+type endedSM struct {
+	bare string
+	h    uint32
+	at   time.Time
+}
+
+// maxEndedSM bounds the memory of ended sessions' counters.
+const maxEndedSM = 100000
+
+func (t *detachedTable) init(keep time.Duration) {
+	t.byID = make(map[string]*Session)
+	t.ended = make(map[string]endedSM)
+	t.keep = keep
+}
+
+// failed returns the <failed/> answer to a resume of id by bare: with the
+// handled count when the session ended here recently.
+func (t *detachedTable) failed(id, bare string) []byte {
+	t.mu.Lock()
+	e, ok := t.ended[id]
+	t.mu.Unlock()
+	b := []byte("<failed xmlns='urn:xmpp:sm:3'")
+	if ok && e.bare == bare {
+		b = append(b, " h='"+strconv.FormatUint(uint64(e.h), 10)+"'"...)
+	}
+	return append(b, "><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"...)
+}
 
 func (t *detachedTable) add(id string, s *Session) {
 	t.mu.Lock()
@@ -287,10 +319,22 @@ func (t *detachedTable) remove(s *Session) {
 	if sm.timer != nil {
 		sm.timer.Stop()
 	}
+	s.mu.Lock()
+	h := sm.inH
+	s.mu.Unlock()
+	now := time.Now()
 	t.mu.Lock()
 	if t.byID[sm.id] == s {
 		delete(t.byID, sm.id)
 	}
+	if len(t.ended) >= maxEndedSM {
+		for id, e := range t.ended {
+			if now.Sub(e.at) > t.keep || len(t.ended) >= maxEndedSM {
+				delete(t.ended, id)
+			}
+		}
+	}
+	t.ended[sm.id] = endedSM{bare: s.bare, h: h, at: now}
 	t.mu.Unlock()
 }
 
