@@ -189,9 +189,10 @@ type QueueStore interface {
 	// returns one result per item. limits gives each component's limits.
 	// When it returns nil error, every Queued item is durable.
 	Enqueue(ctx context.Context, items []QueueItem, limits func(component string) QueueLimits) ([]EnqueueResult, error)
-	// Claim leases up to maxPartitions more partitions of component for
-	// owner (free ones, expired ones, and keeps owner's own), extends owner's
-	// leases to now+lease, and returns up to max rows of owner's partitions
+	// Claim leases partitions of component for owner (free ones and expired
+	// ones, keeping owner's own) until owner holds maxPartitions in all (no
+	// cap when maxPartitions <= 0), extends owner's leases to now+lease, and
+	// returns up to max rows of owner's partitions
 	// that were not yet claimed by owner, in ID order. Rows claimed from a
 	// partition taken over from another owner are returned again.
 	// Owner's leases on partitions that have no rows left are released.
