@@ -34,10 +34,9 @@ func TestCrashKeepsAckedReports(t *testing.T) {
 		}
 		delay := 200*time.Millisecond + time.Duration(rng.Int64N(int64(600*time.Millisecond)))
 		<-time.After(delay) // the random moment of the crash, not a synchronisation
-		before := l.acked()
 		n.kill()
 		last = l.acked()
-		t.Logf("kill %d after %v of load: acked %d (%d during the kill)", i, delay, last, last-before)
+		t.Logf("kill %d after %v of load: %d acked so far", i, delay, last)
 		n.start()
 	}
 	if !waitFor(20*time.Second, func() bool { return l.acked() > last }) {
@@ -45,8 +44,15 @@ func TestCrashKeepsAckedReports(t *testing.T) {
 	}
 	l.stopReporters(finalAckWait + 5*time.Second)
 	drainStart := time.Now()
-	lost := l.drain(45 * time.Second)
-	t.Logf("drain took %v", time.Since(drainStart))
+	lost := l.drain(45 * time.Second) // > LeaseDuration (30s): see below
+	drained := time.Since(drainStart)
+	t.Logf("final drain took %v", drained.Round(time.Millisecond))
+	if drained > 10*time.Second {
+		// Known: the embedded store keeps the dead process's partition
+		// leases, so delivery of those partitions waits for their expiry
+		// (component LeaseDuration, 30s). Not a loss; see the e2e report.
+		t.Logf("delivery stalled after the last restart: leases of the killed process expire only after the lease duration")
+	}
 	tot := l.totals()
 	t.Logf("totals after %d kills in %v: %v", kills, time.Since(testStart).Round(time.Millisecond), tot)
 	t.Logf("acked-but-lost: %d", len(lost))
