@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -75,7 +76,7 @@ func Open(path string, opts Options) (*Store, error) {
 				return fmt.Errorf("bucket %s: %w", name, err)
 			}
 		}
-		return nil
+		return dropLeases(tx)
 	})
 	if err != nil {
 		// The open error is the one worth reporting.
@@ -200,3 +201,34 @@ func unixNano(v uint64) time.Time { return time.Unix(0, int64(v)) }
 
 // Path returns the file the store was opened on.
 func (s *Store) Path() string { return s.path }
+
+// dropLeases deletes every component's partition leases. bolt's file lock
+// means no other process uses the store, so every lease found at open
+// belongs to a connection of an earlier process (a crash leaves them
+// behind): keeping them would stall delivery of those partitions until
+// they expire (component LeaseDuration, 30s).
+func dropLeases(tx *bolt.Tx) error {
+	q := tx.Bucket(bktQueue)
+	var names [][]byte
+	if err := q.ForEach(func(k, v []byte) error {
+		if v == nil {
+			names = append(names, bytes.Clone(k))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, name := range names {
+		b := q.Bucket(name)
+		if b.Bucket(bktLeases) == nil {
+			continue
+		}
+		if err := b.DeleteBucket(bktLeases); err != nil {
+			return fmt.Errorf("component %s: drop leases: %w", name, err)
+		}
+		if _, err := b.CreateBucket(bktLeases); err != nil {
+			return fmt.Errorf("component %s: drop leases: %w", name, err)
+		}
+	}
+	return nil
+}
