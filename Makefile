@@ -31,10 +31,10 @@ run: build
 	@echo
 	@echo "xcollect: domain localhost — c2s STARTTLS $(C2S), direct TLS $(C2S_TLS), components $(COMPONENT)"
 	@echo "  log in:        demo@localhost / password demo (self-signed certificate: accept it in your client)"
-	@echo "                 e.g. go-sendxmpp -u demo@localhost -p demo -j 127.0.0.1:5222 --tls-verify=false demo@localhost -m hi"
+	@echo "                 e.g. echo hi | go-sendxmpp -u demo@localhost -p demo -j 127.0.0.1:5222 -n demo@localhost"
 	@echo "  add a user:    stop the node (Ctrl-C), then: $(BIN) user add alice@localhost --config $(DATA)/xcollect.yaml"
 	@echo "  processor:     XEP-0114 component collector.localhost, secret collector-secret, port 5347"
-	@echo "  3-node cluster on Postgres: see README.md, 'A cluster of three nodes'"
+	@echo "  3-node cluster on Postgres: deployments/local-cluster.sh (README.md, 'A cluster of three nodes')"
 	@echo
 	$(BIN) serve --config $(DATA)/xcollect.yaml --c2s $(C2S) --c2s-tls $(C2S_TLS) --component $(COMPONENT)
 

@@ -8,6 +8,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"time"
 )
@@ -52,7 +53,7 @@ func Handler(d Deps) http.Handler {
 				n = best
 			}
 		}
-		writeJSON(w, n)
+		writeJSON(w, withHost(n, r.Host))
 	})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		st := struct {
@@ -69,6 +70,24 @@ func Handler(d Deps) http.Handler {
 		writeJSON(w, st)
 	})
 	return mux
+}
+
+// withHost fills addresses that have no host (":5222", a wildcard listener)
+// with the host the client used to reach this API.
+func withHost(n Node, reqHost string) Node {
+	host, _, err := net.SplitHostPort(reqHost)
+	if err != nil {
+		host = reqHost
+	}
+	fill := func(a string) string {
+		h, p, err := net.SplitHostPort(a)
+		if err != nil || (h != "" && h != "0.0.0.0" && h != "::") {
+			return a
+		}
+		return net.JoinHostPort(host, p)
+	}
+	n.C2S, n.C2STLS, n.Component, n.HTTP = fill(n.C2S), fill(n.C2STLS), fill(n.Component), fill(n.HTTP)
+	return n
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -56,3 +56,10 @@ func TestConnectAndHealth(t *testing.T) {
 		t.Fatalf("connect (cluster) = %+v", n)
 	}
 }
+
+func TestConnectFillsWildcardHost(t *testing.T) {
+	n := withHost(Node{C2S: ":5222", C2STLS: "0.0.0.0:5223", Component: "10.0.0.9:5347"}, "xmpp.example.com:5280")
+	if n.C2S != "xmpp.example.com:5222" || n.C2STLS != "xmpp.example.com:5223" || n.Component != "10.0.0.9:5347" {
+		t.Fatalf("got %+v", n)
+	}
+}
