@@ -60,6 +60,9 @@ type Config struct {
 	// should go to a lighter node; ok=true answers <see-other-host/> with
 	// host (host:port) (RFC 6120 §4.9.3.19).
 	Steer func() (host string, ok bool)
+	// NodeName names this node in a cluster; it prefixes XEP-0198 ids so
+	// that another node can find the session to resume.
+	NodeName string
 	// Version is reported by XEP-0092.
 	Version string
 	// Logger receives the server's logs.

@@ -290,6 +290,9 @@ func (s *Server) undeliverable(full string, raw []byte) {
 // DeliverFromPeer takes a stanza another node routed here for a local
 // target. It is delivered like a local stanza but never forwarded again.
 func (s *Server) DeliverFromPeer(to string, raw []byte) {
+	if s.handlePeerControl(to, raw) {
+		return
+	}
 	j, err := jid.Parse(to)
 	if err != nil {
 		return

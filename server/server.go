@@ -47,6 +47,7 @@ type Server struct {
 
 	sessions   sessionTable
 	smDetached detachedTable
+	moves      takeovers
 	authFail   failLimiter
 	stats      Stats
 

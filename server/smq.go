@@ -90,7 +90,7 @@ func (s *Session) handleSM(el *wire.Element) bool {
 			return true
 		}
 		r := el.Get("resume")
-		sm := &smState{id: randomID(12), resumable: (r == "true" || r == "1") && s.srv.cfg.SMResumeTimeout > 0}
+		sm := &smState{id: s.srv.smID(), resumable: (r == "true" || r == "1") && s.srv.cfg.SMResumeTimeout > 0}
 		s.sm = sm
 		s.mu.Unlock()
 		b := []byte("<enabled xmlns='urn:xmpp:sm:3'")
@@ -210,6 +210,20 @@ func (s *Server) resume(c *c2sConn, el *wire.Element) (done bool, err error) {
 	h, perr := strconv.ParseUint(el.Get("h"), 10, 32)
 	bare := c.user + "@" + c.domain
 	sess := s.smDetached.get(previd)
+	if perr == nil && sess == nil && s.cluster != nil {
+		if owner := smOwner(previd); owner != "" && owner != s.cfg.NodeName {
+			st, err := s.takeover(owner, previd, bare, uint32(h))
+			switch {
+			case err != nil:
+				c.log.Info().Err(err).Str("node", owner).Msg("resume: session owner unreachable")
+			case st.OK:
+				return s.resumeMoved(c, previd, st, uint32(h))
+			case st.HSet:
+				b := []byte("<failed xmlns='urn:xmpp:sm:3' h='" + strconv.FormatUint(uint64(st.H), 10) + "'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>")
+				return false, c.write(b)
+			}
+		}
+	}
 	if perr != nil || sess == nil || sess.bare != bare {
 		return false, c.write(s.smDetached.failed(previd, bare))
 	}

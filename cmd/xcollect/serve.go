@@ -191,6 +191,7 @@ func serverConfig(f config.File, tlsCfg *tls.Config, log zerolog.Logger) server.
 	c.OfflineLimit = f.Offline.MaxPerUser
 	c.SMResumeTimeout = *f.SM.ResumeTimeout
 	c.Version = version
+	c.NodeName = f.Node.Name
 	c.Logger = log
 	return c
 }

@@ -298,3 +298,43 @@ func between(s, open, end string) string {
 	}
 	return s[:j]
 }
+
+// TestResumeOnAnotherNode: a client whose connection to node1 broke resumes
+// its XEP-0198 session on node3; unacked stanzas are resent there and new
+// ones follow it.
+func TestResumeOnAnotherNode(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := pg.DSN()
+	nodes := startCluster(t, dsn, "1000")
+	addUsers(t, dsn, "alice", "bob")
+	a := dial(t, nodes[0], "alice")
+	if err := a.EnableSM(true); err != nil {
+		t.Fatal(err)
+	}
+	a.SetAutoAck(false) // alice acks only m1, below
+	_ = a.Send("<presence/>")
+	b := dial(t, nodes[1], "bob")
+	waitFor(t, 10*time.Second, "alice in node2's directory", func() bool {
+		d, _ := status(t, nodes[1].http)
+		return d >= 1
+	})
+	for _, m := range []string{"m1", "m2", "m3"} {
+		_ = b.Send("<message to='" + a.JID + "' id='" + m + "'><body>" + m + "</body></message>")
+		expect(t, a, ">"+m+"<")
+	}
+	a.Drop() // the connection breaks without </stream:stream>
+	time.Sleep(200 * time.Millisecond)
+	_ = b.Send("<message to='" + a.JID + "' id='m4'><body>m4</body></message>")
+	time.Sleep(200 * time.Millisecond)
+	a2 := xmpptest.DialC2S(t, nodes[2].c2s, "example.com", "alice", "pw", xmpptest.C2SOptions{Resume: &xmpptest.Resume{PrevID: a.SMID, H: 1}})
+	for _, m := range []string{"m2", "m3", "m4"} {
+		expect(t, a2, ">"+m+"<")
+	}
+	_ = b.Send("<message to='" + a.JID + "' id='m5'><body>m5</body></message>")
+	expect(t, a2, ">m5<")
+	// a resume for a session whose owner no longer has it fails cleanly
+	_, err := xmpptest.TryDialC2S(nodes[1].c2s, "example.com", "alice", "pw", xmpptest.C2SOptions{Resume: &xmpptest.Resume{PrevID: "node9~gone", H: 0}})
+	if _, ok := err.(*xmpptest.ResumeFailed); !ok {
+		t.Fatalf("resume of an unknown session: %v", err)
+	}
+}

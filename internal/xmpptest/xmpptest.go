@@ -53,6 +53,10 @@ type Conn struct {
 	nc  net.Conn
 	ns  string // content namespace
 	JID string // bound full JID (c2s) or component JID
+	// SMID is the XEP-0198 id from <enabled/> (or the resumed one);
+	// ResumedH is the server's h from <resumed/>.
+	SMID     string
+	ResumedH uint32
 
 	wmu sync.Mutex
 
@@ -89,7 +93,26 @@ type C2SOptions struct {
 	Mechanism string
 	// Resource to bind; "" lets the server pick.
 	Resource string
+	// Resume, when set, resumes an XEP-0198 session (<resume/>) instead of
+	// binding; a <failed/> answer is returned as a *ResumeFailed error.
+	Resume *Resume
 }
+
+// Resume names the XEP-0198 session to resume and the client's h.
+type Resume struct {
+	PrevID string
+	H      uint32
+}
+
+// ResumeFailed is the server's <failed/> answer to <resume/>; H is set when
+// the server said how many stanzas it had handled.
+type ResumeFailed struct {
+	H    uint32
+	HSet bool
+	Raw  string
+}
+
+func (e *ResumeFailed) Error() string { return "resume failed: " + e.Raw }
 
 // negotiator runs the synchronous part of a c2s stream before the reader
 // goroutine starts.
@@ -226,6 +249,9 @@ func negotiateC2S(nc net.Conn, domain, user, pass string, opts C2SOptions) (*Con
 	if _, err := n.open(wire.NSClient, domain); err != nil {
 		return nil, err
 	}
+	if opts.Resume != nil {
+		return n.resume(opts.Resume)
+	}
 	bind := "<iq type='set' id='bind-1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
 	if opts.Resource != "" {
 		bind += "<resource>" + wire.Escape(opts.Resource) + "</resource>"
@@ -249,6 +275,38 @@ func negotiateC2S(nc net.Conn, domain, user, pass string, opts C2SOptions) (*Con
 	}
 	c := newConn(n.nc, wire.NSClient)
 	c.JID = res.JID
+	go c.readLoop(n.dec)
+	return c, nil
+}
+
+// resume sends <resume/> and turns the stream into a Conn whose SM
+// counters continue: ResumedH is the server's h.
+func (n *negotiator) resume(r *Resume) (*Conn, error) {
+	if err := n.write(fmt.Sprintf("<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>", wire.Escape(r.PrevID), r.H)); err != nil {
+		return nil, err
+	}
+	el, err := n.next()
+	if err != nil {
+		return nil, err
+	}
+	if el.Name.Space != wire.NSSM || el.Name.Local != "resumed" {
+		f := &ResumeFailed{Raw: string(el.Raw)}
+		if h, err := strconv.ParseUint(el.Get("h"), 10, 32); err == nil {
+			f.H, f.HSet = uint32(h), true
+		}
+		return nil, f
+	}
+	h, err := strconv.ParseUint(el.Get("h"), 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("resumed without h: %s", el.Raw)
+	}
+	if err := n.nc.SetDeadline(time.Time{}); err != nil {
+		return nil, err
+	}
+	c := newConn(n.nc, wire.NSClient)
+	c.smOn = true
+	c.SMID = r.PrevID
+	c.ResumedH = uint32(h)
 	go c.readLoop(n.dec)
 	return c, nil
 }
@@ -417,6 +475,7 @@ func (c *Conn) readLoop(dec *wire.Decoder) {
 		default:
 			if el.Name.Space == wire.NSSM && el.Name.Local == "enabled" {
 				c.smOn = true
+				c.SMID = el.Get("id")
 			}
 			if c.smOn && el.Name.Space == c.ns && isStanza(el.Name.Local) {
 				c.received++

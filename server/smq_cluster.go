@@ -1,0 +1,231 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"xcollect.dev/xcollect/internal/wire"
+)
+
+// XEP-0198 resumption on another node. A stream management id names the
+// node that issued it ("node1~3f9c…"). A client that resumes on another node
+// makes that node ask the owner, over the node link, to hand the session
+// over: the owner detaches it without announcing unavailable and returns its
+// state (handled count, unacked and queued outbound stanzas, presence); the
+// new node binds it, answers <resumed/> and resends. The directory entry
+// moves with the newer version. When the owner is gone, <failed/> follows
+// and the client binds anew and resends what was not acked.
+
+// Targets of node-to-node messages that are not stanzas.
+const (
+	peerTakeover = "@sm-takeover"
+	peerState    = "@sm-state"
+)
+
+// takeoverTimeout bounds the wait for the owner's answer.
+const takeoverTimeout = 5 * time.Second
+
+type takeoverReq struct {
+	ID   string `json:"id"`
+	Bare string `json:"bare"`
+	H    uint32 `json:"h"`
+	From string `json:"from"` // requesting node
+	Req  string `json:"req"`
+}
+
+type takeoverResp struct {
+	Req       string   `json:"req"`
+	OK        bool     `json:"ok"`
+	HSet      bool     `json:"h_set,omitempty"`
+	H         uint32   `json:"h,omitempty"` // handled count when !OK
+	Full      string   `json:"full,omitempty"`
+	InH       uint32   `json:"in_h"`
+	Available bool     `json:"available,omitempty"`
+	Priority  int      `json:"priority,omitempty"`
+	Show      string   `json:"show,omitempty"`
+	Status    string   `json:"status,omitempty"`
+	Presence  []byte   `json:"presence,omitempty"`
+	Roster    bool     `json:"roster,omitempty"`
+	Resend    [][]byte `json:"resend,omitempty"`
+}
+
+// takeovers holds the requests waiting for an owner's answer.
+type takeovers struct {
+	mu      sync.Mutex
+	pending map[string]chan takeoverResp
+}
+
+func (s *Server) smID() string {
+	if s.cfg.NodeName == "" {
+		return randomID(12)
+	}
+	return s.cfg.NodeName + "~" + randomID(12)
+}
+
+// smOwner returns the node that issued id ("" if it does not say).
+func smOwner(id string) string {
+	i := strings.LastIndex(id, "~")
+	if i <= 0 {
+		return ""
+	}
+	return id[:i]
+}
+
+// takeover asks node for the session id of bare.
+func (s *Server) takeover(node, id, bare string, h uint32) (takeoverResp, error) {
+	req := takeoverReq{ID: id, Bare: bare, H: h, From: s.cfg.NodeName, Req: randomID(8)}
+	ch := make(chan takeoverResp, 1)
+	s.moves.mu.Lock()
+	if s.moves.pending == nil {
+		s.moves.pending = make(map[string]chan takeoverResp)
+	}
+	s.moves.pending[req.Req] = ch
+	s.moves.mu.Unlock()
+	defer func() {
+		s.moves.mu.Lock()
+		delete(s.moves.pending, req.Req)
+		s.moves.mu.Unlock()
+	}()
+	b, err := json.Marshal(req)
+	if err != nil {
+		return takeoverResp{}, err
+	}
+	if err := s.cluster.Route(node, peerTakeover, b); err != nil {
+		return takeoverResp{}, err
+	}
+	t := time.NewTimer(takeoverTimeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-t.C:
+		return takeoverResp{}, errors.New("no answer from " + node)
+	case <-s.ctx.Done():
+		return takeoverResp{}, s.ctx.Err()
+	}
+}
+
+// handlePeerControl handles node-to-node messages that are not stanzas; it
+// reports whether to was one of them.
+func (s *Server) handlePeerControl(to string, b []byte) bool {
+	switch to {
+	case peerTakeover:
+		var req takeoverReq
+		if err := json.Unmarshal(b, &req); err == nil && s.cluster != nil {
+			resp := s.giveAway(req)
+			if out, err := json.Marshal(resp); err == nil {
+				if err := s.cluster.Route(req.From, peerState, out); err != nil {
+					s.log.Warn().Err(err).Str("node", req.From).Msg("answer session takeover")
+				}
+			}
+		}
+		return true
+	case peerState:
+		var resp takeoverResp
+		if err := json.Unmarshal(b, &resp); err == nil {
+			s.moves.mu.Lock()
+			ch := s.moves.pending[resp.Req]
+			s.moves.mu.Unlock()
+			if ch != nil {
+				ch <- resp // buffered, one answer per request
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// giveAway detaches a local session for another node and returns its state.
+func (s *Server) giveAway(req takeoverReq) takeoverResp {
+	resp := takeoverResp{Req: req.Req}
+	sess := s.smDetached.get(req.ID)
+	if sess == nil || sess.bare != req.Bare {
+		s.smDetached.mu.Lock()
+		if e, ok := s.smDetached.ended[req.ID]; ok && e.bare == req.Bare {
+			resp.HSet, resp.H = true, e.h
+		}
+		s.smDetached.mu.Unlock()
+		return resp
+	}
+	sess.mu.Lock()
+	sm := sess.sm
+	if sess.ended || sm == nil || before(sm.outSent, req.H) {
+		sess.mu.Unlock()
+		return resp
+	}
+	sm.ack(req.H)
+	for _, it := range sm.unacked {
+		resp.Resend = append(resp.Resend, it.b)
+	}
+	for _, it := range sess.out {
+		if it.stanza {
+			resp.Resend = append(resp.Resend, it.b)
+		}
+	}
+	resp.OK, resp.Full, resp.InH = true, sess.full, sm.inH
+	resp.Available, resp.Priority, resp.Show, resp.Status = sess.available, sess.priority, sess.show, sess.status
+	resp.Presence, resp.Roster = sess.presence, sess.rosterRequested
+	sess.ended = true
+	sess.out, sm.unacked = nil, nil
+	c := sess.c
+	sess.c = nil
+	if sess.stop != nil {
+		close(sess.stop)
+		sess.stop, sess.wake = nil, nil
+	}
+	if sm.timer != nil {
+		sm.timer.Stop()
+	}
+	sess.mu.Unlock()
+	if c != nil {
+		c.conn.Close()
+	}
+	s.smDetached.mu.Lock()
+	delete(s.smDetached.byID, req.ID)
+	s.smDetached.mu.Unlock()
+	// Leave the directory entry: the new node's newer entry replaces it, and
+	// contacts see no unavailable presence for a session that moved.
+	if s.sessions.remove(sess) {
+		s.stats.Sessions.Store(int64(s.sessions.count()))
+	}
+	sess.log.Info().Str("node", req.From).Msg("session handed over for resumption on another node")
+	return resp
+}
+
+// resumeMoved binds a session taken over from another node on c and serves
+// it until the connection ends.
+func (s *Server) resumeMoved(c *c2sConn, id string, st takeoverResp, h uint32) (bool, error) {
+	full, err := jid.Parse(st.Full)
+	if err != nil {
+		return false, c.write(s.smDetached.failed(id, ""))
+	}
+	sess := newSession(c, full)
+	sess.c = nil
+	sess.sm = &smState{id: id, resumable: true, inH: st.InH, outSent: h}
+	sess.available, sess.priority, sess.show, sess.status = st.Available, st.Priority, st.Show, st.Status
+	sess.presence, sess.rosterRequested = st.Presence, st.Roster
+	for _, b := range st.Resend {
+		sess.out = append(sess.out, outItem{b: b, stanza: true})
+	}
+	s.smDetached.add(id, sess)
+	s.bind(sess)
+	b := []byte("<resumed xmlns='urn:xmpp:sm:3'")
+	b = wire.AppendAttr(b, "previd", id)
+	b = append(b, " h='"+strconv.FormatUint(uint64(st.InH), 10)+"'/>"...)
+	if err := c.write(b); err != nil {
+		c.conn.Close()
+		s.endSession(sess)
+		return true, err
+	}
+	sess.log.Info().Int("resent", len(st.Resend)).Msg("session resumed from another node")
+	sess.attach(c)
+	rerr := sess.readLoop(c)
+	sess.connLost(c, rerr)
+	return true, nil
+}
