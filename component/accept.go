@@ -210,3 +210,15 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// Connections returns the number of live component connections on this
+// node (all components), for the node's load in the cluster.
+func (m *Manager) Connections() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, k := range m.online {
+		n += k
+	}
+	return n
+}

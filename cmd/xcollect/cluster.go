@@ -5,12 +5,15 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"xcollect.dev/xcollect/cluster"
+	"xcollect.dev/xcollect/component"
 	"xcollect.dev/xcollect/internal/config"
 	"xcollect.dev/xcollect/server"
 )
@@ -133,16 +136,34 @@ func splitHostPort(s string) (string, int, error) {
 }
 
 // loadLoop publishes this node's load to the cluster every second until
-// ctx ends.
-func loadLoop(ctx context.Context, c *cluster.Cluster, srv *server.Server) {
+// ctx ends: sessions, component connections, stanzas/s and CPU use.
+func loadLoop(ctx context.Context, c *cluster.Cluster, srv *server.Server, mgr *component.Manager) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	lastIn, lastCPU, last := srv.Stats().StanzasIn.Load(), cpuTime(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			c.SetLoad(cluster.Load{Sessions: int(srv.Stats().Sessions.Load())})
+		case now := <-t.C:
+			in, cpu := srv.Stats().StanzasIn.Load(), cpuTime()
+			dt := now.Sub(last).Seconds()
+			l := cluster.Load{Sessions: int(srv.Stats().Sessions.Load()), Components: mgr.Connections()}
+			if dt > 0 {
+				l.StanzaRate = float64(in-lastIn) / dt
+				l.CPU = min(1, (cpu-lastCPU).Seconds()/dt/float64(runtime.NumCPU()))
+			}
+			c.SetLoad(l)
+			lastIn, lastCPU, last = in, cpu, now
 		}
 	}
+}
+
+// cpuTime returns the CPU time this process used (user + system).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -117,7 +117,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			shutdown(log, mgr.Shutdown)
 			return err
 		}
-		go func() { defer close(loadDone); loadLoop(ctx, cl, srv) }()
+		go func() { defer close(loadDone); loadLoop(ctx, cl, srv, mgr) }()
 	} else {
 		close(loadDone)
 	}

@@ -338,3 +338,107 @@ func TestResumeOnAnotherNode(t *testing.T) {
 		t.Fatalf("resume of an unknown session: %v", err)
 	}
 }
+
+// TestConflictAndSharedQueueAcrossNodes: binding a full JID that is live on
+// another node replaces the old session there with <conflict/>; a
+// processor connected on two nodes shares one queue and each sender's
+// reports keep their order.
+func TestConflictAndSharedQueueAcrossNodes(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := pg.DSN()
+	nodes := startCluster(t, dsn, "1000")
+	addUsers(t, dsn, "alice", "s0", "s1", "s2", "s3")
+
+	t.Run("conflict", func(t *testing.T) {
+		first := xmpptest.DialC2S(t, nodes[0].c2s, "example.com", "alice", "pw", xmpptest.C2SOptions{Resource: "same"})
+		waitFor(t, 10*time.Second, "alice/same in node2's directory", func() bool {
+			d, _ := status(t, nodes[1].http)
+			return d >= 1
+		})
+		second := xmpptest.DialC2S(t, nodes[1].c2s, "example.com", "alice", "pw", xmpptest.C2SOptions{Resource: "same"})
+		err := first.Err(10 * time.Second)
+		if se, ok := err.(*xmpptest.StreamError); !ok || se.Condition != "conflict" {
+			t.Fatalf("old session on node1 ended with %v, want conflict", err)
+		}
+		_ = second.Send("<iq type='get' id='p' to='example.com'><ping xmlns='urn:xmpp:ping'/></iq>")
+		expect(t, second, "id=\"p\"", "result")
+	})
+
+	t.Run("processor on two nodes", func(t *testing.T) {
+		p1 := xmpptest.DialComponent(t, nodes[0].comp, "collector.example.com", "s3cret")
+		p2 := xmpptest.DialComponent(t, nodes[2].comp, "collector.example.com", "s3cret")
+		for _, p := range []*xmpptest.Conn{p1, p2} {
+			if err := p.EnableSM(false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		type rec struct {
+			mu   sync.Mutex
+			seq  map[string][]int // sender → sequence numbers in arrival order
+			byPr [2]int
+		}
+		r := &rec{seq: map[string][]int{}}
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, p := range []*xmpptest.Conn{p1, p2} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					el, err := p.Next(100 * time.Millisecond)
+					if err != nil {
+						continue
+					}
+					var sender string
+					var n int
+					if _, err := fmt.Sscanf(el.Get("id"), "o-%2s-%d", &sender, &n); err != nil {
+						continue
+					}
+					r.mu.Lock()
+					r.seq[sender] = append(r.seq[sender], n)
+					r.byPr[i]++
+					r.mu.Unlock()
+				}
+			}()
+		}
+		const per = 150
+		var swg sync.WaitGroup
+		for i := 0; i < 4; i++ {
+			c := dial(t, nodes[i%3], fmt.Sprintf("s%d", i))
+			swg.Add(1)
+			go func() {
+				defer swg.Done()
+				for n := 0; n < per; n++ {
+					_ = c.Send(fmt.Sprintf("<message to='collector.example.com' id='o-s%d-%d'><r xmlns='urn:example:r'/></message>", i, n))
+				}
+			}()
+		}
+		swg.Wait()
+		waitFor(t, 30*time.Second, "all reports delivered", func() bool {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			total := 0
+			for _, s := range r.seq {
+				total += len(s)
+			}
+			return total >= 4*per
+		})
+		close(stop)
+		wg.Wait()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for sender, s := range r.seq {
+			for k := 1; k < len(s); k++ {
+				if s[k] <= s[k-1] {
+					t.Fatalf("sender %s out of order: %v", sender, s)
+				}
+			}
+		}
+		t.Logf("processor on node1 got %d, on node3 got %d", r.byPr[0], r.byPr[1])
+	})
+}
