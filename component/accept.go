@@ -120,6 +120,14 @@ func (c *conn) negotiate() error {
 	spec := c.m.specs[h.To]
 	c.jid = spec.JID
 	c.log = c.log.With().Str("component", c.jid).Logger()
+	if c.m.cfg.Steer != nil {
+		if host, ok := c.m.cfg.Steer(); ok {
+			b := wire.StreamHeader(wire.NSComponent, c.jid, "", randomID(12))
+			b = append(b, wire.StreamError(wire.SeeOtherHost, host, "")...)
+			_ = c.writeSync(b) // the processor may be gone; we close either way
+			return fmt.Errorf("%w: see-other-host %s", errClosed, host)
+		}
+	}
 	streamID := randomID(12)
 	if err := c.writeSync(wire.StreamHeader(wire.NSComponent, c.jid, "", streamID)); err != nil {
 		return err

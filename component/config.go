@@ -73,6 +73,11 @@ type Config struct {
 	NegotiationTimeout time.Duration
 	// WriteTimeout bounds one flush to a component. Default 30s.
 	WriteTimeout time.Duration
+	// Steer, when set, is asked for each new component stream whether the
+	// processor should connect to a lighter node; ok=true answers
+	// <see-other-host/> with host (host:port). Nil (the default) never
+	// steers components.
+	Steer func() (host string, ok bool)
 }
 
 // DefaultConfig returns the defaults documented on Config.

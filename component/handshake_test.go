@@ -116,3 +116,16 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("defaults: %v", err)
 	}
 }
+
+// TestSteerComponent: with steering configured, a new processor stream is
+// answered with <see-other-host/> naming the lighter node.
+func TestSteerComponent(t *testing.T) {
+	e := startEnv(t, envOpts{cfg: func(c *component.Config) {
+		c.Steer = func() (string, bool) { return "10.0.0.2:5347", true }
+	}})
+	_, err := xmpptest.TryDialComponent(e.comp, compA, secret)
+	se, ok := err.(*xmpptest.StreamError)
+	if !ok || se.Condition != "see-other-host" || !strings.Contains(se.Raw, "10.0.0.2:5347") {
+		t.Fatalf("err = %v, want see-other-host naming 10.0.0.2:5347", err)
+	}
+}

@@ -89,6 +89,15 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			return n.C2S, true
 		}
+		if f.Cluster.Steering.Components {
+			ccfg.Steer = func() (string, bool) {
+				n, ok := cl.ShouldSteer(margin)
+				if !ok || n.Component == "" {
+					return "", false
+				}
+				return n.Component, true
+			}
+		}
 	}
 	srv, err := server.New(scfg, store)
 	if err != nil {
