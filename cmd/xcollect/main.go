@@ -21,6 +21,7 @@ Usage:
   xcollect serve   [--config FILE] [flags]   run a node (xcollect serve --help)
   xcollect user    add|passwd|delete|list     manage accounts
   xcollect queue   stats|list|replay|drop     see and manage component queues
+  xcollect component add|list                 processors in the configuration file
   xcollect migrate [--config FILE]            apply the Postgres schema
   xcollect version                            print the version
 
@@ -51,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdQueue(ctx, args[1:], stdout, stderr)
 	case "migrate":
 		err = cmdMigrate(ctx, args[1:], stdout, stderr)
+	case "component":
+		err = cmdComponent(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "xcollect", version)
 	case "help", "-h", "--help":
