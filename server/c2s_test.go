@@ -415,3 +415,23 @@ func TestMalformedFloodDoesNotHurtOthers(t *testing.T) {
 	default:
 	}
 }
+
+func TestWhitespaceKeepaliveAndDomainIsolation(t *testing.T) {
+	n := startNode(t, func(c *server.Config) { c.RequireTLS = false })
+	n.addUser(t, "alice@example.com", "a")
+	r := dialRaw(t, n.addr)
+	r.login("alice", "example.com", "a", "ka")
+	r.write(" \n \t ")
+	r.write("<iq type='get' id='after-ws' to='example.com'><ping xmlns='urn:xmpp:ping'/></iq>")
+	if got := r.readUntil("after-ws", 5*time.Second); !strings.Contains(got, "result") {
+		t.Fatalf("after whitespace keepalive: %q", got)
+	}
+	// alice@example.com's password does not open alice@other.org
+	o := dialRaw(t, n.addr)
+	o.write(header("other.org"))
+	o.readUntil("</stream:features>", 5*time.Second)
+	o.write("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>" + b64([]byte("n,,n=alice,r=abcdefghijklmnop")) + "</auth>")
+	if got := o.readUntil("</failure>", 5*time.Second); !strings.Contains(got, "not-authorized") {
+		t.Fatalf("cross-domain login: %q", got)
+	}
+}
