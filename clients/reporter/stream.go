@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -43,7 +42,7 @@ func (r *Reporter) connect(ctx context.Context) (*stream, error) {
 			if hops >= r.cfg.MaxRedirects {
 				return nil, fmt.Errorf("reporter: more than %d see-other-host redirects (last to %s): %w", r.cfg.MaxRedirects, se.Content, err)
 			}
-			next := redirectAddr(se.Content, r.cfg.Addr)
+			next := xmppc.RedirectAddr(se.Content, r.cfg.Addr)
 			r.log.Info().Str("from", addr).Str("to", next).Msg("see-other-host: following the redirect")
 			addr = next
 			continue
@@ -57,16 +56,6 @@ func (r *Reporter) connect(ctx context.Context) (*stream, error) {
 		r.mu.Unlock()
 		return s, err
 	}
-}
-
-// redirectAddr turns a see-other-host value into host:port; a bare host
-// keeps the port of the configured address (RFC 6120 §4.9.3.19).
-func redirectAddr(host, configured string) string {
-	if _, _, err := net.SplitHostPort(host); err == nil {
-		return host
-	}
-	_, port, _ := net.SplitHostPort(configured) // checked in New
-	return net.JoinHostPort(strings.Trim(host, "[]"), port)
 }
 
 // connectTo negotiates a stream at addr up to a bound (or resumed) session
@@ -210,7 +199,7 @@ func (r *Reporter) supervise(s *stream) {
 		var se *StreamError
 		if errors.As(err, &se) && se.Condition == wire.SeeOtherHost && se.Content != "" {
 			r.mu.Lock()
-			r.addr = redirectAddr(se.Content, r.cfg.Addr)
+			r.addr = xmppc.RedirectAddr(se.Content, r.cfg.Addr)
 			r.mu.Unlock()
 		}
 		for {

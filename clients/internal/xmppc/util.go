@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net"
+	"strings"
 	"time"
 
 	"xcollect.dev/xcollect/internal/wire"
@@ -91,4 +93,14 @@ func CheckElement(b []byte) error {
 		return errors.New("more than one XML element (wrap them in one)")
 	}
 	return nil
+}
+
+// RedirectAddr turns the host of a see-other-host error into host:port; a
+// bare host keeps the port of the configured address (RFC 6120 §4.9.3.19).
+func RedirectAddr(host, configured string) string {
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return host
+	}
+	_, port, _ := net.SplitHostPort(configured) // callers check configured at construction
+	return net.JoinHostPort(strings.Trim(host, "[]"), port)
 }
