@@ -7,7 +7,7 @@ C2S_TLS   ?= :5223
 COMPONENT ?= :5347
 GOFLAGS_TEST ?= -race -count=1 -timeout 20m
 
-.PHONY: all build run run-postgres test test-deps vet lint bench clean
+.PHONY: all build run run-postgres hello test test-deps vet lint bench clean
 
 all: build
 
@@ -16,38 +16,44 @@ build:
 
 # One node for localhost on the embedded store in ./data, with a demo user
 # and a demo processor (component).
-run: build
+run: build $(DATA)/xcollect.yaml
+	@$(BIN) user list --config $(DATA)/xcollect.yaml | grep -qx demo@localhost || \
+	  $(BIN) user add demo@localhost --password demo --config $(DATA)/xcollect.yaml
+	@$(MAKE) --no-print-directory hello
+	$(BIN) serve --config $(DATA)/xcollect.yaml --c2s $(C2S) --c2s-tls $(C2S_TLS) --component $(COMPONENT)
+
+# The same node on a throw-away local Postgres (kept in ./data/pg).
+run-postgres: build $(DATA)/xcollect.yaml
+	@$(GO) build -o bin/pgtmp ./internal/pgtest/cmd/pgtmp
+	@rm -f $(DATA)/pg.dsn; bin/pgtmp -dir $(DATA)/pg > $(DATA)/pg.dsn & echo $$! > $(DATA)/pgtmp.pid; \
+	  for i in $$(seq 1 100); do test -s $(DATA)/pg.dsn && break; sleep 0.1; done; \
+	  DSN=$$(cat $(DATA)/pg.dsn); echo "postgres: $$DSN"; \
+	  $(BIN) user add demo@localhost --password demo --config $(DATA)/xcollect.yaml --postgres-dsn "$$DSN" 2>/dev/null; \
+	  $(MAKE) --no-print-directory hello; \
+	  $(BIN) serve --config $(DATA)/xcollect.yaml --postgres-dsn "$$DSN" --c2s $(C2S) --c2s-tls $(C2S_TLS) --component $(COMPONENT); \
+	  kill $$(cat $(DATA)/pgtmp.pid)
+
+$(DATA)/xcollect.yaml:
 	@mkdir -p $(DATA)
-	@test -f $(DATA)/xcollect.yaml || printf '%s\n' \
+	@printf '%s\n' \
 	  '# written by make run; see deployments/xcollect.example.yaml for every key' \
 	  'domains: [localhost]' \
 	  'data_dir: $(DATA)' \
 	  'components:' \
 	  '  - jid: collector.localhost' \
 	  '    secret: collector-secret' \
-	  '    receive_presence: true' > $(DATA)/xcollect.yaml
-	@$(BIN) user list --config $(DATA)/xcollect.yaml | grep -qx demo@localhost || \
-	  $(BIN) user add demo@localhost --password demo --config $(DATA)/xcollect.yaml
+	  '    receive_presence: true' > $@
+
+hello:
 	@echo
-	@echo "xcollect: domain localhost — c2s STARTTLS $(C2S), direct TLS $(C2S_TLS), components $(COMPONENT)"
+	@echo "xcollect: domain localhost — c2s STARTTLS $(C2S), direct TLS $(C2S_TLS), components $(COMPONENT), HTTP :5280"
 	@echo "  log in:        demo@localhost / password demo (self-signed certificate: accept it in your client)"
 	@echo "                 e.g. echo hi | go-sendxmpp -u demo@localhost -p demo -j 127.0.0.1:5222 -n demo@localhost"
 	@echo "  add a user:    stop the node (Ctrl-C), then: $(BIN) user add alice@localhost --config $(DATA)/xcollect.yaml"
 	@echo "  processor:     XEP-0114 component collector.localhost, secret collector-secret, port 5347"
+	@echo "                 e.g. $(BIN) process --addr 127.0.0.1:5347 --jid collector.localhost --secret collector-secret"
 	@echo "  3-node cluster on Postgres: deployments/local-cluster.sh (README.md, 'A cluster of three nodes')"
 	@echo
-	$(BIN) serve --config $(DATA)/xcollect.yaml --c2s $(C2S) --c2s-tls $(C2S_TLS) --component $(COMPONENT)
-
-# The same node on a throw-away local Postgres (kept in ./data/pg).
-run-postgres: build
-	@$(GO) build -o bin/pgtmp ./internal/pgtest/cmd/pgtmp
-	@mkdir -p $(DATA)
-	@bin/pgtmp -dir $(DATA)/pg > $(DATA)/pg.dsn & echo $$! > $(DATA)/pgtmp.pid; \
-	  for i in $$(seq 1 100); do test -s $(DATA)/pg.dsn && break; sleep 0.1; done; \
-	  DSN=$$(cat $(DATA)/pg.dsn); echo "postgres: $$DSN"; \
-	  $(BIN) user add demo@localhost --password demo --postgres-dsn "$$DSN" 2>/dev/null; \
-	  $(BIN) serve --postgres-dsn "$$DSN" --data-dir $(DATA) --c2s $(C2S) --c2s-tls $(C2S_TLS) --component $(COMPONENT); \
-	  kill $$(cat $(DATA)/pgtmp.pid)
 
 # Installs what the tests need on a fresh Debian machine, then runs them all.
 test: test-deps vet
