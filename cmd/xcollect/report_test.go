@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for a writer and a poller.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// cliNode is an in-process xcollect serve for the report/process tests.
+type cliNode struct {
+	c2s, comp string
+}
+
+func startCLINode(t *testing.T) cliNode {
+	t.Helper()
+	dir := t.TempDir()
+	n := cliNode{c2s: freeAddr(t), comp: freeAddr(t)}
+	cfg := filepath.Join(dir, "x.yaml")
+	yaml := fmt.Sprintf("node: {name: cli}\ndomains: [localhost]\ndata_dir: %q\nlog: {level: info, format: json}\n"+
+		"listeners: {c2s: %q, c2s_tls: \"\", component: %q, http: \"\"}\ntls: {require: false}\n"+
+		"components:\n  - jid: collector.localhost\n    secret: sec\n", dir, n.c2s, n.comp)
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, e, code := runCLI(t, "", "user", "add", "dev1@localhost", "--password", "pw", "--config", cfg); code != 0 {
+		t.Fatalf("user add: %s", e)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- cmdServe(ctx, []string{"--config", cfg}, logs, logs) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not stop")
+		}
+	})
+	waitFor(t, 30*time.Second, "node start", func() bool { return strings.Contains(logs.String(), "xcollect node started") })
+	return n
+}
+
+func TestReportThenProcess(t *testing.T) {
+	n := startCLINode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err := cmdReport(ctx, []string{"--addr", n.c2s, "--jid", "dev1@localhost", "--password", "pw",
+		"--to", "collector.localhost", "--payload", "<temp xmlns='urn:x'>21.5</temp>", "--insecure"}, &out, &errb)
+	if err != nil {
+		t.Fatalf("report: %v\n%s", err, errb.String())
+	}
+	id := strings.TrimSpace(out.String())
+	if id == "" {
+		t.Fatal("no id printed")
+	}
+
+	pctx, pcancel := context.WithCancel(ctx)
+	pout, perr := &syncBuffer{}, &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- cmdProcess(pctx, []string{"--addr", n.comp, "--jid", "collector.localhost", "--secret", "sec"}, pout, perr)
+	}()
+	waitFor(t, 30*time.Second, "the JSON line", func() bool { return strings.Contains(pout.String(), "\n") })
+	pcancel()
+	if err := <-done; err != nil {
+		t.Fatalf("process: %v", err)
+	}
+	var line reportLine
+	if err := json.Unmarshal([]byte(strings.SplitN(pout.String(), "\n", 2)[0]), &line); err != nil {
+		t.Fatalf("line %q: %v", pout.String(), err)
+	}
+	if line.ID != id || !strings.HasPrefix(line.From, "dev1@localhost/") || !strings.Contains(line.Stanza, "<temp xmlns='urn:x'>21.5</temp>") {
+		t.Fatalf("line %+v, want id %s", line, id)
+	}
+}
+
+func TestProcessExecAcksOnlyOnSuccess(t *testing.T) {
+	n := startCLINode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	payload := filepath.Join(dir, "p.xml")
+	if err := os.WriteFile(payload, []byte("<m xmlns='urn:x'/>\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if err := cmdReport(ctx, []string{"--addr", n.c2s, "--jid", "dev1@localhost", "--password", "pw",
+		"--to", "collector.localhost", "--payload", "@" + payload, "--insecure"}, &out, &errb); err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	id := strings.TrimSpace(out.String())
+	// The command fails the first time (and leaves a marker), succeeds the
+	// second: the report must be delivered twice, then acked.
+	got, marker := filepath.Join(dir, "got"), filepath.Join(dir, "ok")
+	script := fmt.Sprintf(`echo "$XCOLLECT_ID" >> %q; cat >> %q; if [ -f %q ]; then exit 0; fi; touch %q; exit 3`, got+".ids", got, marker, marker)
+	pctx, pcancel := context.WithCancel(ctx)
+	pout, perr := &syncBuffer{}, &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- cmdProcess(pctx, []string{"--addr", n.comp, "--jid", "collector.localhost", "--secret", "sec", "--exec", script}, pout, perr)
+	}()
+	waitFor(t, 30*time.Second, "two runs of --exec", func() bool {
+		b, _ := os.ReadFile(got + ".ids") // absent until the first run
+		return strings.Count(string(b), "\n") >= 2
+	})
+	pcancel()
+	if err := <-done; err != nil {
+		t.Fatalf("process: %v", err)
+	}
+	ids, _ := os.ReadFile(got + ".ids") // written above
+	if string(ids) != id+"\n"+id+"\n" {
+		t.Fatalf("--exec saw ids %q, want %s twice", ids, id)
+	}
+	if !strings.Contains(perr.String(), "exit status 3") {
+		t.Errorf("the failure was not logged: %s", perr.String())
+	}
+}
+
+func TestReportErrorsSayWhatToFix(t *testing.T) {
+	n := startCLINode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	base := []string{"--jid", "dev1@localhost", "--to", "collector.localhost", "--payload", "<x/>", "--insecure"}
+	var out, errb bytes.Buffer
+	err := cmdReport(ctx, append([]string{"--addr", n.c2s, "--password", "wrong"}, base...), &out, &errb)
+	if err == nil || err.Error() != "not-authorized: check --jid and --password" {
+		t.Errorf("wrong password: %v", err)
+	}
+	dead := freeAddr(t)
+	err = cmdReport(ctx, append([]string{"--addr", dead, "--password", "pw"}, base...), &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "is xcollect running on "+dead+"?") {
+		t.Errorf("nobody listening: %v", err)
+	}
+	err = cmdProcess(ctx, []string{"--addr", n.comp, "--jid", "collector.localhost", "--secret", "bad"}, &out, &errb)
+	if err == nil || err.Error() != "not-authorized: check --jid and --secret" {
+		t.Errorf("wrong secret: %v", err)
+	}
+	err = cmdProcess(ctx, []string{"--addr", n.comp, "--jid", "other.localhost", "--secret", "sec"}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "host-unknown") {
+		t.Errorf("unknown component: %v", err)
+	}
+	errb.Reset()
+	if err := cmdReport(ctx, []string{"--addr", n.c2s}, &out, &errb); err != errUsage || !strings.Contains(errb.String(), "missing: --jid, --password, --payload, --to") {
+		t.Errorf("missing flags: %v %q", err, errb.String())
+	}
+}
