@@ -44,6 +44,7 @@ type saslState struct {
 	neg      *sasl.Negotiator
 	user     string // localpart the client claimed
 	attempts int
+	tempErr  error // the store failed: not the client's fault
 }
 
 // saslFailure writes a <failure/> with condition cond.
@@ -80,6 +81,7 @@ func (c *c2sConn) handleSASL(el *wire.Element) error {
 	case "auth":
 		st.neg = nil
 		st.user = ""
+		st.tempErr = nil
 		st.mech = body.Mechanism
 		if !contains(c.mechanisms(), body.Mechanism) {
 			return c.saslFailure("invalid-mechanism")
@@ -130,6 +132,9 @@ func (c *c2sConn) newSCRAM(mech string) *sasl.Negotiator {
 		c.saslSt.user = local
 		cred, err := c.srv.credentials(local + "@" + c.domain)
 		if err != nil {
+			if !errors.Is(err, storage.ErrNotFound) {
+				c.saslSt.tempErr = err
+			}
 			return nil, nil, 0, sasl.ErrAuthn
 		}
 		k := cred.SHA256
@@ -181,6 +186,10 @@ func (c *c2sConn) authPlain(data []byte) error {
 		return c.authFailed(err)
 	}
 	cred, err := c.srv.credentials(local + "@" + c.domain)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		c.saslSt.tempErr = err
+		return c.authFailed(err)
+	}
 	if err != nil || !cred.Verify(string(parts[2])) {
 		return c.authFailed(fmt.Errorf("bad password for %s", local))
 	}
@@ -189,6 +198,12 @@ func (c *c2sConn) authPlain(data []byte) error {
 
 func (c *c2sConn) authFailed(reason error) error {
 	st := c.saslSt
+	if st.tempErr != nil {
+		// RFC 6120 §6.5.12: the store is unreachable; the client may retry.
+		c.log.Warn().Err(st.tempErr).Msg("authentication impossible: store unavailable")
+		st.tempErr = nil
+		return c.saslFailure("temporary-auth-failure")
+	}
 	st.attempts++
 	c.srv.stats.AuthFailures.Add(1)
 	ip := remoteIP(c.raw)
