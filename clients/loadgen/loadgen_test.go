@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// moduleRoot finds the directory of go.mod above this package.
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Dir(file)
+	for range 10 {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		dir = filepath.Dir(dir)
+	}
+	t.Fatal("go.mod not found")
+	return ""
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestReportsSmoke builds the xcollect binary (clients/ must not import
+// the server), runs a node on the embedded store and runs the reports
+// scenario against it for about 2 s.
+func TestReportsSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the xcollect binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "xcollect")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/xcollect")
+	build.Dir = moduleRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/xcollect: %v\n%s", err, out)
+	}
+	c2s, comp := freeAddr(t), freeAddr(t)
+	cfg := filepath.Join(dir, "xcollect.yaml")
+	conf := fmt.Sprintf(`domains: [localhost]
+data_dir: %s
+log: {level: warn}
+listeners: {c2s: %q, c2s_tls: "", component: %q, http: ""}
+tls: {require: false}
+components:
+  - jid: collector.localhost
+    secret: s3cret
+    receive_presence: false
+`, filepath.Join(dir, "data"), c2s, comp)
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const clients = 4
+	for i := range clients {
+		out, err := exec.Command(bin, "user", "add", fmt.Sprintf("user%d@localhost", i), "--password", "pass", "--config", cfg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("user add: %v\n%s", err, out)
+		}
+	}
+	var logs bytes.Buffer
+	srv := exec.Command(bin, "serve", "--config", cfg)
+	srv.Stdout, srv.Stderr = &logs, &logs
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = srv.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = srv.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = srv.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("xcollect log:\n%s", logs.String())
+		}
+	})
+	// Wait for both listeners (bounded).
+	for _, a := range []string{c2s, comp} {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			c, err := net.DialTimeout("tcp", a, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("xcollect did not listen on %s: %v", a, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	var out, errb bytes.Buffer
+	err := run([]string{"-scenario", "reports", "-label", "smoke", "-c2s", c2s, "-component-addr", comp,
+		"-domain", "localhost", "-component", "collector.localhost", "-secret", "s3cret",
+		"-n", fmt.Sprint(clients), "-w", "5", "-d", "2s", "-drain", "5s"}, &out, &errb)
+	if err != nil {
+		t.Fatalf("loadgen: %v\n%s", err, errb.String())
+	}
+	var res struct {
+		Sent, Received, Lost, Bounced int64
+		ReportsPerS                   float64 `json:"reports_per_s"`
+		P99                           float64 `json:"p99_ms"`
+		ComponentSM                   bool    `json:"component_sm"`
+		ClientSM                      bool    `json:"client_sm"`
+		ClientAcked                   int64   `json:"client_acked"`
+	}
+	line := strings.TrimSpace(out.String())
+	if err := json.Unmarshal([]byte(line), &res); err != nil {
+		t.Fatalf("output is not one JSON line: %v\n%s", err, line)
+	}
+	t.Logf("%s", line)
+	if res.Sent == 0 || res.Received != res.Sent || res.Lost != 0 || res.Bounced != 0 {
+		t.Errorf("sent %d, received %d, lost %d, bounced %d: want all received", res.Sent, res.Received, res.Lost, res.Bounced)
+	}
+	if res.ReportsPerS <= 0 || res.P99 <= 0 {
+		t.Errorf("reports/s %v, p99 %v ms: want positive figures", res.ReportsPerS, res.P99)
+	}
+	if !res.ComponentSM || !res.ClientSM {
+		t.Errorf("stream management: component %v, client %v; xcollect offers it on both", res.ComponentSM, res.ClientSM)
+	}
+	if res.ClientAcked != res.Sent {
+		t.Errorf("client acked %d of %d reports", res.ClientAcked, res.Sent)
+	}
+}
