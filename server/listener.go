@@ -52,6 +52,7 @@ func (s *Server) acceptLoop(ln net.Listener, directTLS bool) {
 
 // serveConn owns one client connection from accept to close.
 func (s *Server) serveConn(conn net.Conn, directTLS bool) {
+	defer s.track(conn)()
 	c := &c2sConn{srv: s, raw: conn, log: s.log.With().Str("remote", conn.RemoteAddr().String()).Str("conn", randomID(4)).Logger()}
 	c.ir = &idleReader{conn: conn, deadline: time.Now().Add(s.cfg.NegotiationTimeout)}
 	c.conn = conn

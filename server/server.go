@@ -58,6 +58,7 @@ type Server struct {
 	closed bool
 	lns    []net.Listener
 	addrs  map[string]net.Addr
+	conns  map[net.Conn]struct{} // every accepted connection, closed at shutdown
 }
 
 // Stats are counters of a running server, read with atomic loads.
@@ -81,6 +82,7 @@ func New(cfg Config, store storage.Store) (*Server, error) {
 		store:   store,
 		domains: make(map[string]bool),
 		addrs:   make(map[string]net.Addr),
+		conns:   make(map[net.Conn]struct{}),
 	}
 	for _, d := range cfg.Domains {
 		s.domains[d] = true
@@ -172,11 +174,38 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.wg.Wait()
 		close(done)
 	}()
+	// Sessions get a moment to write their system-shutdown error; then
+	// every connection still open (negotiating ones too) is closed.
+	grace := time.NewTimer(time.Second)
+	defer grace.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-grace.C:
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("server: shutdown: %w", ctx.Err())
+	}
+}
+
+// track registers an accepted connection until done is called.
+func (s *Server) track(c net.Conn) (done func()) {
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
 	}
 }
 
