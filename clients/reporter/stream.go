@@ -189,8 +189,11 @@ func (r *Reporter) supervise(s *stream) {
 	for {
 		started := time.Now()
 		err := r.serve(s)
-		if r.ctx.Err() != nil {
-			return
+		r.mu.Lock()
+		closed := r.closed
+		r.mu.Unlock()
+		if closed || r.ctx.Err() != nil {
+			return // Close ended the stream; it waits for us
 		}
 		r.log.Warn().Err(err).Dur("lasted", time.Since(started)).Msg("connection lost; reconnecting")
 		if time.Since(started) > 30*time.Second {

@@ -23,6 +23,8 @@ Usage:
   xcollect queue   stats|list|replay|drop     see and manage component queues
   xcollect component add|list                 processors in the configuration file
   xcollect migrate [--config FILE]            apply the Postgres schema
+  xcollect report  --to JID --payload XML     send a report, wait for its durable ack
+  xcollect process --jid JID [--exec CMD]     run a processor: reports as JSON lines
   xcollect version                            print the version
 
 Every command reads the same configuration: --config FILE (or
@@ -54,6 +56,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdMigrate(ctx, args[1:], stdout, stderr)
 	case "component":
 		err = cmdComponent(ctx, args[1:], stdout, stderr)
+	case "report":
+		err = cmdReport(ctx, args[1:], stdout, stderr)
+	case "process":
+		err = cmdProcess(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "xcollect", version)
 	case "help", "-h", "--help":

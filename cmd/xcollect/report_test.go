@@ -180,6 +180,9 @@ func TestReportErrorsSayWhatToFix(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "is xcollect running on "+dead+"?") {
 		t.Errorf("nobody listening: %v", err)
 	}
+	if _, e, code := runCLI(t, "", append([]string{"report", "--addr", dead, "--password", "pw"}, base...)...); code != 1 || !strings.Contains(e, "is xcollect running on") {
+		t.Errorf("xcollect report via run: exit %d, %q", code, e)
+	}
 	err = cmdProcess(ctx, []string{"--addr", n.comp, "--jid", "collector.localhost", "--secret", "bad"}, &out, &errb)
 	if err == nil || err.Error() != "not-authorized: check --jid and --secret" {
 		t.Errorf("wrong secret: %v", err)
