@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 
 	"xcollect.dev/xcollect/clients/processor"
@@ -56,13 +57,16 @@ func cmdProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil || *logLevel == "" {
 		return fmt.Errorf("--log-level %q: use debug, info, warn or error", *logLevel)
 	}
-	log := zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000"}).Level(lvl).With().Timestamp().Logger()
+	log := zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000", NoColor: !isTerminal(stderr)}).
+		Level(lvl).With().Timestamp().Logger()
 	handle := func(ctx context.Context, r processor.Report) error {
-		line, err := json.Marshal(reportLine{From: r.From, ID: r.ID, Stanza: string(r.Stanza)})
-		if err != nil {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false) // keep the stanza readable: <message …>, not \u003cmessage
+		if err := enc.Encode(reportLine{From: r.From, ID: r.ID, Stanza: string(r.Stanza)}); err != nil {
 			return err
 		}
-		line = append(line, '\n')
+		line := buf.Bytes() // one line, newline included
 		if *execCmd == "" {
 			if _, err := stdout.Write(line); err != nil {
 				return fmt.Errorf("write report %s to stdout: %w", r.ID, err)
@@ -88,4 +92,10 @@ func cmdProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return explainClientErr(err, *addr, "--jid and --secret")
 	}
 	return nil
+}
+
+// isTerminal reports whether w is a terminal (colored logs only there).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && isatty.IsTerminal(f.Fd())
 }

@@ -56,7 +56,7 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	log := zerolog.Nop()
 	if *verbose {
-		log = zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000"}).With().Timestamp().Logger()
+		log = zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000", NoColor: !isTerminal(stderr)}).With().Timestamp().Logger()
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

@@ -114,6 +114,9 @@ func TestReportThenProcess(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("process: %v", err)
 	}
+	if !strings.Contains(pout.String(), `"stanza":"<message `) {
+		t.Errorf("the stanza is HTML-escaped in %s", pout.String())
+	}
 	var line reportLine
 	if err := json.Unmarshal([]byte(strings.SplitN(pout.String(), "\n", 2)[0]), &line); err != nil {
 		t.Fatalf("line %q: %v", pout.String(), err)
