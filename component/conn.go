@@ -158,7 +158,9 @@ func (c *conn) readLoop() error {
 		if err != nil {
 			return err
 		}
-		c.firstOnce.Do(func() { close(c.first) })
+		// The delivery loop starts at the first element, but only after it
+		// was handled, so an <enable/> is in force before any row is sent.
+		first := func() { c.firstOnce.Do(func() { close(c.first) }) }
 		switch el.Name.Space {
 		case wire.NSComponent:
 			switch el.Name.Local {
@@ -177,10 +179,12 @@ func (c *conn) readLoop() error {
 				c.inH++
 			}
 			c.mu.Unlock()
+			first()
 		case wire.NSSM:
 			if !c.handleSM(el) {
 				return errClosed
 			}
+			first()
 		default:
 			c.closeWithError(reasonProtocol, wire.UnsupportedStanzaType, "")
 			return errClosed

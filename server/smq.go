@@ -174,6 +174,36 @@ func (sm *smState) unackedStanzas() [][]byte {
 	return out
 }
 
+// settleTimeout bounds how long a resumption waits for stanzas that were
+// received but are not yet handled (durable).
+const settleTimeout = 5 * time.Second
+
+// settleInbound waits until every stanza received on the old stream is
+// handled, so that the h of <resumed/> is exact; the client then resends
+// only what the server never got. If the store cannot make them durable in
+// time, the unhandled ones are forgotten: the counters restart at the
+// handled count (their late completions no longer count), the client
+// resends them, and dedupe drops repeats of those that did commit.
+// Called without s.mu; returns with it held.
+func (s *Session) settleInbound() {
+	deadline := time.Now().Add(settleTimeout)
+	for {
+		s.mu.Lock()
+		sm := s.sm
+		if len(sm.pending) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			fresh := *sm
+			fresh.inRecv, fresh.pending, fresh.ackWant = sm.inH, nil, false
+			s.sm = &fresh // completions of the old stanzas see another sm and do nothing
+			return
+		}
+		s.mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // detach parks a session whose connection broke, for resumption.
 func (s *Session) detach(c *c2sConn) {
 	s.mu.Lock()
@@ -228,8 +258,14 @@ func (s *Server) resume(c *c2sConn, el *wire.Element) (done bool, err error) {
 		return false, c.write(s.smDetached.failed(previd, bare))
 	}
 	sess.mu.Lock()
+	if sess.ended || sess.sm == nil || before(sess.sm.outSent, uint32(h)) {
+		sess.mu.Unlock()
+		return false, c.write(s.smDetached.failed(previd, bare))
+	}
+	sess.mu.Unlock()
+	sess.settleInbound()
 	sm := sess.sm
-	if sess.ended || sm == nil || before(sm.outSent, uint32(h)) {
+	if sess.ended {
 		sess.mu.Unlock()
 		return false, c.write(s.smDetached.failed(previd, bare))
 	}

@@ -118,12 +118,16 @@ func (s *Server) handlePeerControl(to string, b []byte) bool {
 	case peerTakeover:
 		var req takeoverReq
 		if err := json.Unmarshal(b, &req); err == nil && s.cluster != nil {
-			resp := s.giveAway(req)
-			if out, err := json.Marshal(resp); err == nil {
-				if err := s.cluster.Route(req.From, peerState, out); err != nil {
-					s.log.Warn().Err(err).Str("node", req.From).Msg("answer session takeover")
+			// giveAway may wait for pending commits: not on the link's
+			// reader goroutine.
+			s.spawn(func() {
+				resp := s.giveAway(req)
+				if out, err := json.Marshal(resp); err == nil {
+					if err := s.cluster.Route(req.From, peerState, out); err != nil {
+						s.log.Warn().Err(err).Str("node", req.From).Msg("answer session takeover")
+					}
 				}
-			}
+			})
 		}
 		return true
 	case peerState:
@@ -154,8 +158,14 @@ func (s *Server) giveAway(req takeoverReq) takeoverResp {
 		return resp
 	}
 	sess.mu.Lock()
+	if sess.ended || sess.sm == nil || before(sess.sm.outSent, req.H) {
+		sess.mu.Unlock()
+		return resp
+	}
+	sess.mu.Unlock()
+	sess.settleInbound()
 	sm := sess.sm
-	if sess.ended || sm == nil || before(sm.outSent, req.H) {
+	if sess.ended {
 		sess.mu.Unlock()
 		return resp
 	}
