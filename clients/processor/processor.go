@@ -129,8 +129,10 @@ func New(cfg Config) (*Processor, error) {
 
 // Run connects and handles stanzas until ctx ends, then closes the stream
 // politely and returns nil. If the first connection fails Run returns its
-// error (a *StreamError such as not-authorized, or a network error); after
-// one success it reconnects with backoff whatever happens. Run starts, per
+// error (a *StreamError such as not-authorized, or a network error) — but
+// a conflict is retried, since it is usually this processor's predecessor
+// that the node has not yet seen go; after one success it reconnects with
+// backoff whatever happens. Run starts, per
 // connection, a writer and a handler goroutine and waits for both before
 // it returns.
 func (p *Processor) Run(ctx context.Context) error {
@@ -154,10 +156,13 @@ func (p *Processor) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if first {
+			// A conflict at start is usually our own predecessor whose
+			// connection the node has not seen end yet: wait and retry.
+			var se *xmppc.StreamError
+			if first && !(errors.As(err, &se) && se.Condition == "conflict") {
 				return err
 			}
-			p.log.Warn().Err(err).Msg("reconnect failed")
+			p.log.Warn().Err(err).Msg("connect failed; retrying")
 			if !xmppc.Sleep(ctx, bo.Next()) {
 				return nil
 			}
