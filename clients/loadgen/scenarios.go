@@ -274,7 +274,19 @@ func closeAll(conns []*conn) {
 }
 
 func (r *reportRun) startComponent() (*conn, error) {
-	c, sm, early, err := dialComponentSM(r.o.compAddr, r.o.compJID, r.o.secret, r.o.compSM)
+	var c *conn
+	var sm bool
+	var early []*wire.Element
+	var err error
+	// The server may not have seen the previous run's component leave yet
+	// (conflict): retry for a few seconds.
+	for try := 0; try < 20; try++ {
+		c, sm, early, err = dialComponentSM(r.o.compAddr, r.o.compJID, r.o.secret, r.o.compSM)
+		if err == nil || !strings.Contains(err.Error(), "conflict") {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("component: %w", err)
 	}

@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# make bench: xcollect (embedded store, Postgres) side by side with Prosody
+# and ejabberd (Debian packages) and the raw Postgres ceiling (pgbench),
+# measured by clients/loadgen on this machine. Writes BENCHMARKS.md.
+#
+# Environment: RUNS (3), DUR (5s per timed run), CLIENTS (50), WINDOW (10),
+# RATE (2000), IDLE_N (1000), LOGIN_WORKERS (16), PEERS (1: include
+# Prosody and ejabberd), OUT (BENCHMARKS.md).
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RUNS=${RUNS:-3}
+DUR=${DUR:-5s}
+CLIENTS=${CLIENTS:-50}
+WINDOW=${WINDOW:-10}
+RATE=${RATE:-2000}
+IDLE_N=${IDLE_N:-1000}
+LOGIN_WORKERS=${LOGIN_WORKERS:-16}
+PEERS=${PEERS:-1}
+OUT=${OUT:-$ROOT/BENCHMARKS.md}
+GO=${GO:-go}
+W=$(mktemp -d /tmp/xcollect-bench.XXXXXX)
+chmod 755 "$W"
+RES=$W/results.jsonl
+LOG=$W/bench.log
+: > "$RES"
+PIDS=()
+log() { echo "bench: $*" | tee -a "$LOG" >&2; }
+
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	sleep 1
+	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+	if [ -n "${EPMD_STARTED:-}" ]; then
+		p=$(pgrep -x epmd) && kill "$p" 2>/dev/null
+	fi
+	rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wait_port HOST:PORT: bounded wait for a listener.
+wait_port() {
+	local hp=$1
+	for _ in $(seq 1 150); do
+		(exec 3<>"/dev/tcp/${hp%:*}/${hp#*:}") 2>/dev/null && return 0
+		sleep 0.2
+	done
+	log "no listener on $hp"
+	return 1
+}
+
+log "building into $W"
+$GO build -o "$W/xcollect" ./cmd/xcollect || exit 1
+$GO build -o "$W/loadgen" ./clients/loadgen || exit 1
+$GO build -o "$W/pgtmp" ./internal/pgtest/cmd/pgtmp || exit 1
+LG=$W/loadgen
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \
+	-keyout "$W/cert.key" -out "$W/cert.crt" 2>/dev/null
+
+SERVERS=()
+declare -A C2S COMP PID
+
+# --- xcollect, embedded store and Postgres --------------------------------
+xc_config() { # name c2s comp
+	mkdir -p "$W/$1"
+	cat > "$W/$1/xcollect.yaml" <<EOF
+domains: [localhost]
+data_dir: $W/$1/data
+log: {level: warn}
+listeners: {c2s: "$2", c2s_tls: "", component: "$3", http: ""}
+tls: {require: false}
+components:
+  - jid: collector.localhost
+    secret: secret
+    receive_presence: false
+EOF
+}
+add_users_xc() { # name [dsn]
+	local extra=()
+	[ -n "${2:-}" ] && extra=(--postgres-dsn "$2")
+	for i in $(seq 0 $((CLIENTS - 1))); do
+		"$W/xcollect" user add "user$i@localhost" --password pass --config "$W/$1/xcollect.yaml" "${extra[@]}" >/dev/null 2>>"$LOG" || true
+	done
+}
+start_xc() { # name c2s comp [dsn]
+	local extra=()
+	[ -n "${4:-}" ] && extra=(--postgres-dsn "$4")
+	"$W/xcollect" serve --config "$W/$1/xcollect.yaml" "${extra[@]}" >"$W/$1/serve.log" 2>&1 &
+	PID[$1]=$!
+	PIDS+=($!)
+	C2S[$1]=$2
+	COMP[$1]=$3
+	wait_port "$2" && wait_port "$3" && SERVERS+=("$1")
+}
+
+xc_config xcollect-embedded 127.0.0.1:15222 127.0.0.1:15347
+add_users_xc xcollect-embedded
+start_xc xcollect-embedded 127.0.0.1:15222 127.0.0.1:15347
+
+DSN=""
+"$W/pgtmp" -dir "$W/pg" -durable=true > "$W/pg.dsn" 2>>"$LOG" &
+PGPID=$!
+PIDS+=($PGPID)
+for _ in $(seq 1 300); do test -s "$W/pg.dsn" && break; sleep 0.1; done
+DSN=$(head -1 "$W/pg.dsn")
+if [ -n "$DSN" ]; then
+	log "postgres: $DSN (fsync on)"
+	xc_config xcollect-postgres 127.0.0.1:16222 127.0.0.1:16347
+	add_users_xc xcollect-postgres "$DSN"
+	start_xc xcollect-postgres 127.0.0.1:16222 127.0.0.1:16347 "$DSN"
+else
+	log "pgtmp did not start: no Postgres figures"
+fi
+
+# --- peers ----------------------------------------------------------------
+PEER_NOTES=$W/peer-notes.txt
+: > "$PEER_NOTES"
+if [ "$PEERS" = 1 ]; then
+	if ! command -v prosody >/dev/null || ! command -v ejabberdctl >/dev/null; then
+		log "installing prosody and ejabberd from Debian"
+		DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y prosody ejabberd >>"$LOG" 2>&1 ||
+			echo "apt-get install prosody ejabberd failed (see the bench log)" >> "$PEER_NOTES"
+	fi
+	# Prosody: foreground process as user prosody, config from clients/loadgen/peers.
+	if command -v prosody >/dev/null; then
+		P=$W/prosody
+		mkdir -p "$P/data" "$P/certs"
+		sed -e "s#@DIR@#$P#g; s#@C2S@#35222#; s#@COMP@#35347#" clients/loadgen/peers/prosody.cfg.lua > "$P/prosody.cfg.lua"
+		cp "$W/cert.key" "$W/cert.crt" "$P/"
+		chown -R prosody:prosody "$P"
+		for i in $(seq 0 $((CLIENTS - 1))); do
+			timeout 20 setpriv --reuid=prosody --regid=prosody --init-groups \
+				prosodyctl --config "$P/prosody.cfg.lua" register "user$i" localhost pass >>"$LOG" 2>&1
+		done
+		setpriv --reuid=prosody --regid=prosody --init-groups prosody --config "$P/prosody.cfg.lua" -F >"$P/stdout.log" 2>&1 &
+		PID[prosody]=$!
+		PIDS+=($!)
+		C2S[prosody]=127.0.0.1:35222
+		COMP[prosody]=127.0.0.1:35347
+		if wait_port 127.0.0.1:35222 && wait_port 127.0.0.1:35347; then SERVERS+=(prosody); else
+			echo "prosody did not listen: $(tail -3 "$P/prosody.log" "$P/stdout.log" 2>/dev/null)" >> "$PEER_NOTES"
+		fi
+	fi
+	# ejabberd: ejabberdctl foreground (runs beam as user ejabberd).
+	if command -v ejabberdctl >/dev/null; then
+		pgrep -x epmd >/dev/null || EPMD_STARTED=1
+		E=$W/ejabberd
+		mkdir -p "$E/spool" "$E/logs"
+		sed -e "s#@DIR@#$E#g; s#@C2S@#25222#; s#@COMP@#25347#" clients/loadgen/peers/ejabberd.yml > "$E/ejabberd.yml"
+		cp clients/loadgen/peers/ejabberdctl.cfg "$E/"
+		cp /etc/ejabberd/inetrc "$E/" 2>/dev/null || true
+		cat "$W/cert.key" "$W/cert.crt" > "$E/cert.pem"
+		chown -R ejabberd:ejabberd "$E"
+		EJ=(ejabberdctl --config-dir "$E" --spool "$E/spool" --logs "$E/logs" --node "lgbench@localhost")
+		"${EJ[@]}" foreground >"$E/stdout.log" 2>&1 &
+		PIDS+=($!)
+		C2S[ejabberd]=127.0.0.1:25222
+		COMP[ejabberd]=127.0.0.1:25347
+		if wait_port 127.0.0.1:25222 && wait_port 127.0.0.1:25347; then
+			PID[ejabberd]=$(pgrep -u ejabberd -f 'beam.smp.*lgbench' | head -1)
+			PIDS+=("${PID[ejabberd]}")
+			seq 0 $((CLIENTS - 1)) | timeout 300 xargs -P 4 -I{} "${EJ[@]}" register user{} localhost pass >>"$LOG" 2>&1
+			SERVERS+=(ejabberd)
+		else
+			echo "ejabberd did not listen: $(tail -3 "$E/stdout.log")" >> "$PEER_NOTES"
+		fi
+	fi
+fi
+log "servers: ${SERVERS[*]}"
+
+# one CASE SERVER RUN ARGS...: a loadgen run, one JSON line into $RES.
+one() {
+	local case=$1 s=$2 r=$3
+	shift 3
+	local out
+	out=$(timeout 120 "$LG" -label "$s" -c2s "${C2S[$s]}" -component-addr "${COMP[$s]}" -domain localhost \
+		-component collector.localhost -secret secret -users "$CLIENTS" "$@" 2>>"$LOG")
+	if [ -z "$out" ]; then
+		log "$case $s run $r failed"
+		out=null
+	fi
+	printf '{"case":"%s","server":"%s","run":%d,"result":%s}\n' "$case" "$s" "$r" "$out" >> "$RES"
+}
+
+# Cases, run round-robin over the servers so that every run of every
+# server sees the same machine noise.
+for r in $(seq 1 "$RUNS"); do
+	for s in "${SERVERS[@]}"; do
+		log "run $r: $s"
+		one reports "$s" "$r" -scenario reports -n "$CLIENTS" -w "$WINDOW" -d "$DUR"
+		one reports-rate "$s" "$r" -scenario reports -n "$CLIENTS" -w "$WINDOW" -d "$DUR" -rate "$RATE"
+		one login-plain "$s" "$r" -scenario login -n "$LOGIN_WORKERS" -d "$DUR"
+		one login-starttls "$s" "$r" -scenario login -n "$LOGIN_WORKERS" -d "$DUR" -starttls
+		one idle-plain "$s" "$r" -scenario idle -n "$IDLE_N" -server-pid "${PID[$s]}"
+		one idle-tls "$s" "$r" -scenario idle -n "$IDLE_N" -server-pid "${PID[$s]}" -starttls
+		one offline "$s" "$r" -scenario offline -n 20 -count 10 -settle 2s -drain 10s
+	done
+done
+
+# Raw Postgres ceiling: one-row INSERT per transaction at the same client
+# count, fsync on, same server as xcollect-postgres (idle by now).
+if [ -n "$DSN" ] && command -v pgbench >/dev/null; then
+	psql "$DSN" -q -c "CREATE TABLE IF NOT EXISTS bench_ceiling (id bigserial PRIMARY KEY, sender text NOT NULL, stanza bytea NOT NULL, created timestamptz NOT NULL DEFAULT now())" >>"$LOG" 2>&1
+	echo "INSERT INTO bench_ceiling (sender, stanza) VALUES ('user' || (random()*49)::int || '@localhost', convert_to(repeat('x', 200), 'UTF8'));" > "$W/insert.sql"
+	for r in $(seq 1 "$RUNS"); do
+		tps=$(pgbench -n -M prepared -c "$CLIENTS" -j 2 -T "${DUR%s}" -f "$W/insert.sql" "$DSN" 2>>"$LOG" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+		log "pgbench run $r: ${tps:-failed} tps"
+		printf '{"case":"pgbench","server":"postgres","run":%d,"result":{"tps":%s}}\n' "$r" "${tps:-null}" >> "$RES"
+	done
+fi
+
+# --- machine and versions ---------------------------------------------------
+{
+	echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "nproc: $(nproc)"
+	echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
+	echo "kernel: $(uname -r)"
+	echo "go: $($GO version)"
+	echo "xcollect: $(git rev-parse --short HEAD)"
+	command -v prosody >/dev/null && echo "prosody: $(dpkg-query -W -f '${Version}' prosody 2>/dev/null)"
+	command -v ejabberdctl >/dev/null && echo "ejabberd: $(dpkg-query -W -f '${Version}' ejabberd 2>/dev/null)"
+	command -v pgbench >/dev/null && echo "postgres: $(pgbench --version)"
+} > "$W/machine.txt"
+
+python3 "$ROOT/clients/loadgen/bench_report.py" "$RES" "$W/machine.txt" "$PEER_NOTES" \
+	"RUNS=$RUNS DUR=$DUR CLIENTS=$CLIENTS WINDOW=$WINDOW RATE=$RATE IDLE_N=$IDLE_N LOGIN_WORKERS=$LOGIN_WORKERS" > "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
+mkdir -p bin && cp "$RES" bin/bench-results.jsonl && cp "$LOG" bin/bench.log
+log "wrote $OUT (raw results: bin/bench-results.jsonl)"
