@@ -95,20 +95,6 @@ func (r *reader) uint64() uint64 {
 	return v
 }
 
-func (r *reader) bytes() []byte {
-	n := r.uvarint()
-	if r.err != nil {
-		return nil
-	}
-	if n > uint64(len(r.b)) {
-		r.fail(errShort)
-		return nil
-	}
-	v := r.b[:n:n]
-	r.b = r.b[n:]
-	return v
-}
-
 func (r *reader) string() string {
 	n := r.uvarint()
 	if r.err != nil {

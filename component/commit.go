@@ -28,11 +28,10 @@ type pendingItem struct {
 type committer struct {
 	m *Manager
 
-	mu         sync.Mutex // guards pending, committing, stopping, aborted
+	mu         sync.Mutex // guards pending, committing, stopping
 	pending    []pendingItem
 	committing int // items taken by the running commit, still in the backlog
 	stopping   bool
-	aborted    bool
 
 	wake    chan struct{} // one slot: work arrived or stop requested
 	abortCh chan struct{} // closed by abort

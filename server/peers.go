@@ -12,6 +12,11 @@ import (
 // each available one receive its unavailable presence. Every node does this
 // for its own sessions only, so nobody gets it twice.
 func (s *Server) PeerSessionsGone(gone []PeerSession) {
+	// Roster reads must not run on the cluster's event goroutine.
+	s.spawn(func() { s.peerSessionsGone(gone) })
+}
+
+func (s *Server) peerSessionsGone(gone []PeerSession) {
 	for _, p := range gone {
 		if !p.Available {
 			continue
@@ -61,4 +66,6 @@ func (s *Server) Conflict(full string) {
 
 // Undeliverable takes back a stanza a peer node could not deliver:
 // messages go to offline storage.
-func (s *Server) Undeliverable(to string, raw []byte) { s.undeliverable(to, raw) }
+func (s *Server) Undeliverable(to string, raw []byte) {
+	s.spawn(func() { s.undeliverable(to, raw) }) // a store write: not on the link
+}

@@ -301,7 +301,8 @@ func (s *Server) DeliverFromPeer(to string, raw []byte) {
 		sess.send(raw, true)
 		return
 	}
-	s.undeliverable(to, raw)
+	// Offline storage writes to the store: not on the link's reader.
+	s.spawn(func() { s.undeliverable(to, raw) })
 }
 
 // parseElement decodes one stanza's header from its bytes.

@@ -3,7 +3,6 @@ package server
 import (
 	"bufio"
 	"errors"
-	"net"
 	"sync"
 	"time"
 
@@ -369,14 +368,4 @@ func (s *Server) endSession(s2 *Session) {
 	for _, b := range pending {
 		s.undeliverable(s2.full, b)
 	}
-}
-
-// addrOf returns the remote address of the session's current connection.
-func (s *Session) addrOf() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.c == nil {
-		return nil
-	}
-	return s.c.raw.RemoteAddr()
 }

@@ -204,6 +204,22 @@ func (s *Session) settleInbound() {
 	}
 }
 
+// unplugLocked takes the connection away from the session: its writer
+// stops and a pending resumption timeout is cancelled. It returns the old
+// connection (nil when detached). Called with s.mu held.
+func (s *Session) unplugLocked() *c2sConn {
+	c := s.c
+	s.c = nil
+	if s.stop != nil {
+		close(s.stop)
+		s.stop, s.wake = nil, nil
+	}
+	if s.sm != nil && s.sm.timer != nil {
+		s.sm.timer.Stop()
+	}
+	return c
+}
+
 // detach parks a session whose connection broke, for resumption.
 func (s *Session) detach(c *c2sConn) {
 	s.mu.Lock()
@@ -211,21 +227,21 @@ func (s *Session) detach(c *c2sConn) {
 		s.mu.Unlock()
 		return
 	}
-	s.c = nil
-	if s.stop != nil {
-		close(s.stop)
-		s.stop, s.wake = nil, nil
-	}
+	s.unplugLocked()
 	sm := s.sm
 	sm.rPending = false
 	sm.timer = time.AfterFunc(s.srv.cfg.SMResumeTimeout, func() {
-		s.mu.Lock()
-		still := s.c == nil && !s.ended
-		s.mu.Unlock()
-		if still {
-			s.log.Info().Msg("resumption timed out")
-			s.srv.endSession(s)
-		}
+		// Run as a server goroutine: refused (and moot) once Shutdown
+		// began, which ends detached sessions itself.
+		s.srv.spawn(func() {
+			s.mu.Lock()
+			still := s.c == nil && !s.ended
+			s.mu.Unlock()
+			if still {
+				s.log.Info().Msg("resumption timed out")
+				s.srv.endSession(s)
+			}
+		})
 	})
 	s.mu.Unlock()
 	c.conn.Close()
@@ -269,15 +285,7 @@ func (s *Server) resume(c *c2sConn, el *wire.Element) (done bool, err error) {
 		sess.mu.Unlock()
 		return false, c.write(s.smDetached.failed(previd, bare))
 	}
-	old := sess.c
-	sess.c = nil
-	if sess.stop != nil {
-		close(sess.stop)
-		sess.stop, sess.wake = nil, nil
-	}
-	if sm.timer != nil {
-		sm.timer.Stop()
-	}
+	old := sess.unplugLocked()
 	sm.ack(uint32(h))
 	resend := make([]outItem, 0, len(sm.unacked)+len(sess.out))
 	for _, it := range sm.unacked {
@@ -300,7 +308,6 @@ func (s *Server) resume(c *c2sConn, el *wire.Element) (done bool, err error) {
 		sess.detach(c)
 		return true, err
 	}
-	sess.log = sess.log.With().Str("conn", "resumed").Logger()
 	sess.log.Info().Int("resent", len(resend)).Msg("session resumed")
 	sess.attach(c)
 	rerr := sess.readLoop(c)
@@ -362,14 +369,13 @@ func (t *detachedTable) get(id string) *Session {
 func (t *detachedTable) remove(s *Session) {
 	s.mu.Lock()
 	sm := s.sm
-	s.mu.Unlock()
 	if sm == nil {
+		s.mu.Unlock()
 		return
 	}
 	if sm.timer != nil {
 		sm.timer.Stop()
 	}
-	s.mu.Lock()
 	h := sm.inH
 	s.mu.Unlock()
 	now := time.Now()

@@ -137,7 +137,10 @@ func (s *Server) handlePeerControl(to string, b []byte) bool {
 			ch := s.moves.pending[resp.Req]
 			s.moves.mu.Unlock()
 			if ch != nil {
-				ch <- resp // buffered, one answer per request
+				select {
+				case ch <- resp: // buffered: the first answer is taken
+				default: // a duplicate answer; never block the link
+				}
 			}
 		}
 		return true
@@ -183,15 +186,7 @@ func (s *Server) giveAway(req takeoverReq) takeoverResp {
 	resp.Presence, resp.Roster = sess.presence, sess.rosterRequested
 	sess.ended = true
 	sess.out, sm.unacked = nil, nil
-	c := sess.c
-	sess.c = nil
-	if sess.stop != nil {
-		close(sess.stop)
-		sess.stop, sess.wake = nil, nil
-	}
-	if sm.timer != nil {
-		sm.timer.Stop()
-	}
+	c := sess.unplugLocked()
 	sess.mu.Unlock()
 	if c != nil {
 		c.conn.Close()

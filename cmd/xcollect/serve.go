@@ -112,42 +112,49 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	srv.SetQueuer(mgr)
+
+	// Parts start in order and stop in reverse, also when a later one
+	// fails to start.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var stops []func()
+	stopAll := func() {
+		cancel()
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
 	if err := mgr.Start(ctx); err != nil {
 		return err
 	}
+	stops = append(stops, func() { shutdown(log, mgr.Shutdown) })
 	if err := srv.Start(); err != nil {
-		shutdown(log, mgr.Shutdown)
+		stopAll()
 		return err
 	}
-	loadDone := make(chan struct{})
+	stops = append(stops, func() { shutdown(log, srv.Shutdown) })
 	if cl != nil {
 		if err := cl.Start(ctx); err != nil {
-			shutdown(log, srv.Shutdown)
-			shutdown(log, mgr.Shutdown)
+			stopAll()
 			return err
 		}
+		stops = append(stops, func() { shutdown(log, cl.Shutdown) })
+		loadDone := make(chan struct{})
 		go func() { defer close(loadDone); loadLoop(ctx, cl, srv, mgr) }()
-	} else {
-		close(loadDone)
+		stops = append(stops, func() { <-loadDone })
 	}
 	httpDone, err := startHTTP(ctx, f, store, srv, cl, log)
 	if err != nil {
-		shutdown(log, srv.Shutdown)
-		shutdown(log, mgr.Shutdown)
+		stopAll()
 		return err
 	}
+	stops = append(stops, func() { <-httpDone })
 	log.Info().Strs("domains", f.Domains).Str("store", kind).Str("c2s", *f.Listeners.C2S).
 		Str("c2s_tls", *f.Listeners.C2STLS).Str("component", *f.Listeners.Component).
 		Int("components", len(f.Components)).Msg("xcollect node started")
 	<-ctx.Done()
 	log.Info().Msg("shutting down")
-	<-loadDone
-	<-httpDone
-	if cl != nil {
-		shutdown(log, cl.Shutdown)
-	}
-	shutdown(log, srv.Shutdown)
-	shutdown(log, mgr.Shutdown)
+	stopAll()
 	return nil
 }
 

@@ -572,23 +572,21 @@ func (c *Conn) EnableSM(resume bool) error {
 		return err
 	}
 	deadline := time.Now().Add(DefaultTimeout)
-	for {
-		el, err := c.Next(max(time.Until(deadline), time.Millisecond))
-		if err != nil {
-			return err
-		}
-		if el.Name.Space == wire.NSSM {
-			if el.Name.Local == "enabled" {
-				return nil
-			}
-			return fmt.Errorf("enable: %s", el.Raw)
-		}
-		// a stanza that raced the enable: keep it for Next
-		c.mu.Lock()
-		c.queue = append([]*wire.Element{el}, c.queue...)
-		c.mu.Unlock()
-		return c.waitEnabled(deadline)
+	el, err := c.Next(max(time.Until(deadline), time.Millisecond))
+	if err != nil {
+		return err
 	}
+	if el.Name.Space == wire.NSSM {
+		if el.Name.Local == "enabled" {
+			return nil
+		}
+		return fmt.Errorf("enable: %s", el.Raw)
+	}
+	// a stanza that raced the enable: keep it for Next
+	c.mu.Lock()
+	c.queue = append([]*wire.Element{el}, c.queue...)
+	c.mu.Unlock()
+	return c.waitEnabled(deadline)
 }
 
 func (c *Conn) waitEnabled(deadline time.Time) error {
