@@ -36,6 +36,11 @@ type Handler interface {
 	// still queued when its link died; the server falls back to offline
 	// storage or a stanza error.
 	HandleUndelivered(to string, stanza []byte)
+	// HandleStanzaAcked is HandleStanza for a stanza sent with RouteAcked:
+	// the handler calls ack (from any goroutine, once) when the stanza is
+	// delivered to a local session or stored, and may not call it at all
+	// when it is neither. Must not block.
+	HandleStanzaAcked(to string, stanza []byte, ack func())
 }
 
 // Cluster is this node's membership in the xcollect cluster: memberlist,
@@ -401,23 +406,48 @@ func (c *Cluster) DirectorySize() int {
 // the link dies first, handed back through Handler.HandleUndelivered.
 // Route copies stanza.
 func (c *Cluster) Route(node, to string, stanza []byte) error {
+	l, err := c.linkFor(node, to)
+	if err != nil {
+		return err
+	}
+	if err := l.enqueue(outFrame{typ: frameStanza, to: to, body: bytes.Clone(stanza)}); err != nil {
+		return fmt.Errorf("cluster: route %s to %s: %w", to, node, err)
+	}
+	return nil
+}
+
+// linkFor returns the link to node for a stanza to to.
+func (c *Cluster) linkFor(node, to string) (*link, error) {
 	if node == c.cfg.NodeName {
-		return fmt.Errorf("cluster: route %s to self: %w", to, ErrUnknownNode)
+		return nil, fmt.Errorf("cluster: route %s to self: %w", to, ErrUnknownNode)
 	}
 	c.mu.RLock()
 	l := c.links[node]
 	closing := c.closing
 	c.mu.RUnlock()
 	if closing {
-		return fmt.Errorf("cluster: route %s: %w", to, ErrClosed)
+		return nil, fmt.Errorf("cluster: route %s: %w", to, ErrClosed)
 	}
 	if l == nil {
 		if c.isAlive(node) {
-			return fmt.Errorf("cluster: route %s to %s: %w", to, node, ErrLinkDown)
+			return nil, fmt.Errorf("cluster: route %s to %s: %w", to, node, ErrLinkDown)
 		}
-		return fmt.Errorf("cluster: route %s to %s: %w", to, node, ErrUnknownNode)
+		return nil, fmt.Errorf("cluster: route %s to %s: %w", to, node, ErrUnknownNode)
 	}
-	if err := l.enqueue(outFrame{typ: frameStanza, to: to, body: bytes.Clone(stanza)}); err != nil {
+	return l, nil
+}
+
+// RouteAcked is Route with a receipt: done(nil) runs once the peer node
+// delivered the stanza to a local session or stored it, done(err) when the
+// link died first (the stanza may or may not have arrived: the caller falls
+// back, at-least-once). done runs on a cluster goroutine and must not
+// block. When RouteAcked returns an error, done is never called.
+func (c *Cluster) RouteAcked(node, to string, stanza []byte, done func(error)) error {
+	l, err := c.linkFor(node, to)
+	if err != nil {
+		return err
+	}
+	if err := l.enqueueAcked(to, bytes.Clone(stanza), done); err != nil {
 		return fmt.Errorf("cluster: route %s to %s: %w", to, node, err)
 	}
 	return nil

@@ -56,6 +56,15 @@ func (h *recHandler) HandleUndelivered(to string, _ []byte) {
 	h.undelivered = append(h.undelivered, to)
 }
 
+// HandleStanzaAcked records the stanza and acks it unless its target
+// starts with "noack".
+func (h *recHandler) HandleStanzaAcked(to string, s []byte, ack func()) {
+	h.HandleStanza(to, s)
+	if !strings.HasPrefix(to, "noack") {
+		ack()
+	}
+}
+
 func (h *recHandler) goneFrom(node string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -488,6 +497,53 @@ func TestUndeliveredReportedWhenLinkDies(t *testing.T) {
 	got := l.writeLoop(func() []byte { return nil })
 	if len(got) != 4 {
 		t.Fatalf("undelivered = %d frames, want 4", len(got))
+	}
+}
+
+// TestRouteAcked: the receipt of an acked stanza comes back when the peer
+// handled it; when the link dies first, the receipt fails.
+func TestRouteAcked(t *testing.T) {
+	ns := startCluster(t, 2, nil)
+	a, b := ns[0], ns[1]
+	got := make(chan error, 2)
+	if err := a.RouteAcked("n1", "bob@x/r", []byte("<message id='1'/>"), func(err error) { got <- err }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("receipt: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no receipt")
+	}
+	b.h.mu.Lock()
+	arrived := bytes.Equal(b.h.stanzas["bob@x/r"], []byte("<message id='1'/>"))
+	b.h.mu.Unlock()
+	if !arrived {
+		t.Fatal("stanza not handed to the peer's handler")
+	}
+	// The peer never acks this one; its node goes away: the receipt fails.
+	if err := a.RouteAcked("n1", "noack@x/r", []byte("<message id='2'/>"), func(err error) { got <- err }); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "stanza at the peer", func() bool {
+		b.h.mu.Lock()
+		defer b.h.mu.Unlock()
+		return b.h.stanzas["noack@x/r"] != nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if !errors.Is(err, ErrLinkDown) {
+			t.Fatalf("receipt after the link died: %v, want ErrLinkDown", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("receipt never failed")
 	}
 }
 

@@ -26,6 +26,8 @@ const (
 	frameSnapshot        frameType = 2 // owner's complete session list
 	frameSnapshotRequest frameType = 3 // "send me your snapshot"
 	frameStanza          frameType = 4 // a routed stanza for a local target
+	frameStanzaAcked     frameType = 5 // a routed stanza whose receipt is wanted
+	frameAck             frameType = 6 // receipt of an acked stanza
 )
 
 func (t frameType) String() string {
@@ -38,6 +40,10 @@ func (t frameType) String() string {
 		return "snapshot-request"
 	case frameStanza:
 		return "stanza"
+	case frameStanzaAcked:
+		return "stanza-acked"
+	case frameAck:
+		return "ack"
 	}
 	return fmt.Sprintf("frame(%d)", byte(t))
 }
@@ -56,8 +62,11 @@ const (
 type outFrame struct {
 	typ  frameType
 	to   string // stanza frames only
+	seq  uint64 // acked stanza frames only
 	body []byte
 }
+
+func isStanzaFrame(t frameType) bool { return t == frameStanza || t == frameStanzaAcked }
 
 // link is one established, authenticated node-to-node connection. Its
 // writer goroutine is the only writer of conn and its reader goroutine the
@@ -73,8 +82,10 @@ type link struct {
 	resync     atomic.Bool // writer must send a snapshot before more frames
 	log        zerolog.Logger
 
-	mu     sync.Mutex // guards closed and sends on q
-	closed bool
+	mu      sync.Mutex // guards closed, sends on q, seq and pending
+	closed  bool
+	seq     uint64
+	pending map[uint64]func(error) // acked stanzas waiting for their receipt
 }
 
 func newLink(peer string, conn net.Conn, queue int, log zerolog.Logger) *link {
@@ -87,6 +98,7 @@ func newLink(peer string, conn net.Conn, queue int, log zerolog.Logger) *link {
 		log:  log,
 
 		readerDone: make(chan struct{}),
+		pending:    make(map[uint64]func(error)),
 	}
 	l.resync.Store(true) // the first frame on every link is our snapshot
 	return l
@@ -104,6 +116,48 @@ func (l *link) enqueue(f outFrame) error {
 		return nil
 	default:
 		return ErrQueueFull
+	}
+}
+
+// enqueueAcked queues a stanza whose receipt calls done; it never blocks.
+// done is not called when enqueueAcked returns an error.
+func (l *link) enqueueAcked(to string, body []byte, done func(error)) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrLinkDown
+	}
+	l.seq++
+	f := outFrame{typ: frameStanzaAcked, to: to, seq: l.seq, body: body}
+	select {
+	case l.q <- f:
+		l.pending[f.seq] = done
+		return nil
+	default:
+		return ErrQueueFull
+	}
+}
+
+// acked runs the receipt of seq.
+func (l *link) acked(seq uint64) {
+	l.mu.Lock()
+	done := l.pending[seq]
+	delete(l.pending, seq)
+	l.mu.Unlock()
+	if done != nil {
+		done(nil)
+	}
+}
+
+// failPending fails every receipt still waiting; called once the link is
+// closed, when no more receipts can come.
+func (l *link) failPending() {
+	l.mu.Lock()
+	p := l.pending
+	l.pending = make(map[uint64]func(error))
+	l.mu.Unlock()
+	for _, done := range p {
+		done(ErrLinkDown)
 	}
 }
 
@@ -151,7 +205,7 @@ func (l *link) writeLoop(snapshot func() []byte) (undelivered []outFrame) {
 		for {
 			select {
 			case f := <-l.q:
-				if f.typ == frameStanza {
+				if isStanzaFrame(f.typ) {
 					undelivered = append(undelivered, f)
 				}
 			default:
@@ -160,7 +214,7 @@ func (l *link) writeLoop(snapshot func() []byte) (undelivered []outFrame) {
 		}
 	}()
 	write := func(f outFrame) error {
-		if f.typ == frameStanza {
+		if isStanzaFrame(f.typ) {
 			inflight = append(inflight, f)
 		}
 		return writeOut(w, f)
@@ -196,14 +250,18 @@ func (l *link) writeLoop(snapshot func() []byte) (undelivered []outFrame) {
 }
 
 func writeOut(w *bufio.Writer, f outFrame) error {
-	if f.typ != frameStanza {
+	if !isStanzaFrame(f.typ) {
 		return writeFrame(w, f.typ, f.body)
 	}
 	var hdr [5]byte
-	to := binary.AppendUvarint(nil, uint64(len(f.to)))
+	var to []byte
+	if f.typ == frameStanzaAcked {
+		to = binary.AppendUvarint(to, f.seq)
+	}
+	to = binary.AppendUvarint(to, uint64(len(f.to)))
 	n := 1 + len(to) + len(f.to) + len(f.body)
 	binary.BigEndian.PutUint32(hdr[:4], uint32(n))
-	hdr[4] = byte(frameStanza)
+	hdr[4] = byte(f.typ)
 	w.Write(hdr[:])     //nolint:errcheck // bufio.Writer keeps the first error; Flush reports it
 	w.Write(to)         //nolint:errcheck // see above
 	w.WriteString(f.to) //nolint:errcheck // see above

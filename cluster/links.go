@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -211,8 +212,11 @@ func (c *Cluster) runLink(ctx context.Context, peer string, conn net.Conn) {
 	c.mu.Unlock()
 	log.Info().Int("undelivered", len(undelivered)).Msg("link down")
 	for _, f := range undelivered {
-		c.h.HandleUndelivered(f.to, f.body)
+		if f.typ == frameStanza { // acked ones are failed below
+			c.h.HandleUndelivered(f.to, f.body)
+		}
 	}
+	l.failPending()
 }
 
 func (c *Cluster) readLoop(l *link) {
@@ -283,6 +287,25 @@ func (c *Cluster) handleFrame(l *link, t frameType, body []byte) error {
 			return fmt.Errorf("decode stanza: %w", r.err)
 		}
 		c.h.HandleStanza(to, r.b)
+	case frameStanzaAcked:
+		r := reader{b: body}
+		seq := r.uvarint()
+		to := r.string()
+		if r.err != nil {
+			return fmt.Errorf("decode stanza: %w", r.err)
+		}
+		c.h.HandleStanzaAcked(to, r.b, func() {
+			// a failed enqueue means the link is gone: the sender then
+			// fails the receipt and falls back (at-least-once)
+			_ = l.enqueue(outFrame{typ: frameAck, body: binary.AppendUvarint(nil, seq)})
+		})
+	case frameAck:
+		r := reader{b: body}
+		seq := r.uvarint()
+		if r.err != nil {
+			return fmt.Errorf("decode ack: %w", r.err)
+		}
+		l.acked(seq)
 	default:
 		l.log.Warn().Stringer("frame", t).Msg("unknown frame type dropped")
 	}

@@ -19,6 +19,10 @@ type Cluster interface {
 	// Route hands stanza to node for the local target to; an error means it
 	// could not be queued for that node.
 	Route(node, to string, stanza []byte) error
+	// RouteAcked is Route with a receipt: done(nil) once node delivered or
+	// stored the stanza, done(err) when that is unknown. done must not
+	// block and is not called when RouteAcked returns an error.
+	RouteAcked(node, to string, stanza []byte, done func(error)) error
 	// Publish announces a local session (bound or presence changed).
 	Publish(PeerSession)
 	// Unpublish removes a local session from the directory.

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"mellium.im/xmpp/jid"
@@ -183,8 +184,15 @@ func (s *Server) deliverToUser(st *stanza, done func()) {
 	res := s.resourcesOf(bare)
 	if st.to.Resourcepart() != "" {
 		for _, r := range res {
-			if r.full == st.to.String() && s.sendTo(r, st.raw) {
-				done()
+			if r.full == st.to.String() {
+				s.deliverAll([]resource{r}, func(resource) []byte { return st.raw }, done, func(done func()) {
+					// the peer node could not confirm it
+					if st.name == "message" && st.typ != "error" && st.typ != "groupchat" && st.typ != "headline" {
+						s.storeOffline(st, bare, done)
+						return
+					}
+					done()
+				})
 				return
 			}
 		}
@@ -221,22 +229,60 @@ func (s *Server) deliverToUser(st *stanza, done func()) {
 			best = r.priority
 		}
 	}
-	delivered := false
+	var targets []resource
 	if best >= 0 {
 		for _, r := range res {
-			if !r.available || r.priority < 0 || (st.typ != "headline" && r.priority != best) {
-				continue
-			}
-			if s.sendTo(r, wire.Stamp(st.raw, st.from.String(), r.full)) {
-				delivered = true
+			if r.available && r.priority >= 0 && (st.typ == "headline" || r.priority == best) {
+				targets = append(targets, r)
 			}
 		}
 	}
-	if delivered || st.typ == "headline" {
-		done()
+	s.deliverAll(targets, func(r resource) []byte { return wire.Stamp(st.raw, st.from.String(), r.full) }, done, func(done func()) {
+		if st.typ == "headline" {
+			done() // headlines are not stored (RFC 6121 §8.5.2.1.1)
+			return
+		}
+		s.storeOffline(st, bare, done)
+	})
+}
+
+// deliverAll hands a stanza to each target and calls done once every one
+// was delivered: a local session at once, a session on another node when
+// that node confirms (cluster receipt). If none of them could be
+// delivered, fallback runs instead (on a server goroutine) and must call
+// done itself. This is what lets XEP-0198 count a stanza for a user on
+// another node only once that node has it.
+func (s *Server) deliverAll(targets []resource, raw func(resource) []byte, done func(), fallback func(done func())) {
+	if len(targets) == 0 {
+		fallback(done)
 		return
 	}
-	s.storeOffline(st, bare, done)
+	var left atomic.Int32
+	var delivered atomic.Bool
+	left.Store(int32(len(targets)))
+	finish := func(ok bool) {
+		if ok {
+			delivered.Store(true)
+		}
+		if left.Add(-1) != 0 {
+			return
+		}
+		if delivered.Load() {
+			done()
+		} else if !s.spawn(func() { fallback(done) }) {
+			done() // shutting down: the session is going away anyway
+		}
+	}
+	for _, r := range targets {
+		if r.local != nil {
+			r.local.send(raw(r), true)
+			finish(true)
+			continue
+		}
+		if err := s.cluster.RouteAcked(r.node, r.full, raw(r), func(err error) { finish(err == nil) }); err != nil {
+			finish(false)
+		}
+	}
 }
 
 // storeOffline keeps a message for an account with no available resource.
@@ -285,6 +331,32 @@ func (s *Server) undeliverable(full string, raw []byte) {
 	from, _ := jid.Parse(el.Get("from"))
 	st := &stanza{name: "message", typ: typ, id: el.Get("id"), from: from, to: j.Bare(), raw: raw, el: el}
 	s.storeOffline(st, j.Bare().String(), noop)
+}
+
+// DeliverFromPeerAcked is DeliverFromPeer for a stanza whose sender waits
+// for a receipt: ack runs once it is in a local session's queue or stored
+// offline.
+func (s *Server) DeliverFromPeerAcked(to string, raw []byte, ack func()) {
+	if s.handlePeerControl(to, raw) {
+		ack()
+		return
+	}
+	j, err := jid.Parse(to)
+	if err != nil {
+		ack() // nothing to deliver to: do not make the sender retry
+		return
+	}
+	if sess := s.sessions.get(j.Bare().String(), j.Resourcepart()); sess != nil {
+		sess.send(raw, true)
+		ack()
+		return
+	}
+	// The session left since the sender looked: store it like a local
+	// stanza that could not be written, then confirm.
+	s.spawn(func() {
+		s.undeliverable(to, raw)
+		ack()
+	})
 }
 
 // DeliverFromPeer takes a stanza another node routed here for a local

@@ -167,3 +167,11 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+func (a *clusterAdapter) RouteAcked(node, to string, stanza []byte, done func(error)) error {
+	return a.c.RouteAcked(node, to, stanza, done)
+}
+
+func (a *clusterAdapter) HandleStanzaAcked(to string, stanza []byte, ack func()) {
+	a.srv.DeliverFromPeerAcked(to, stanza, ack)
+}

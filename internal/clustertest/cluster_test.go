@@ -229,7 +229,16 @@ func TestThreeNodes(t *testing.T) {
 		expect(t, a, "<presence", b.JID) // bob's presence reaches alice on node1
 		_ = b.Send("<presence><status>on node2</status></presence>")
 		expect(t, a, "on node2")
+		// With XEP-0198, alice's message to bob on node2 is acked once
+		// node2 confirmed it (a cluster receipt), not when it left node1.
+		if err := a.EnableSM(false); err != nil {
+			t.Fatal(err)
+		}
 		_ = a.Send("<message to='" + b.JID + "' id='x1'><body>hello node2</body></message>")
+		_ = a.RequestAck()
+		if err := a.WaitAck(1, 10*time.Second); err != nil {
+			t.Fatalf("ack for a message to another node: %v", err)
+		}
 		expect(t, b, "hello node2", a.JID)
 		_ = b.Send("<message to='alice@example.com' id='x2' type='chat'><body>hello node1</body></message>")
 		expect(t, a, "hello node1", b.JID)
