@@ -154,6 +154,16 @@ func (m *Manager) Start(ctx context.Context) error {
 	}
 	m.started = true
 	m.mu.Unlock()
+	// What this node's previous run held is free now: release it instead
+	// of waiting for its leases to expire (a restart after a crash).
+	for _, name := range m.names {
+		rctx, cancel := context.WithTimeout(ctx, storeCallTimeout)
+		err := m.store.Queue().ReleasePrefix(rctx, name, m.node+"/")
+		cancel()
+		if err != nil {
+			m.log.Warn().Err(err).Str("component", name).Msg("release the previous run's leases; they expire on their own")
+		}
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", m.cfg.Addr)
 	if err != nil {

@@ -202,6 +202,11 @@ type QueueStore interface {
 	// Release drops owner's leases and claims on component so that its
 	// unacked rows are handed out again.
 	Release(ctx context.Context, component, owner string) error
+	// ReleasePrefix is Release for every owner whose name starts with
+	// prefix: a node that restarts under the same name releases what its
+	// previous run held ("node1/") instead of waiting for the leases to
+	// expire.
+	ReleasePrefix(ctx context.Context, component, prefix string) error
 	// Stats returns component's queue statistics; all components when
 	// component is "".
 	Stats(ctx context.Context, component string) ([]QueueStats, error)

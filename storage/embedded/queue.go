@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -318,6 +319,15 @@ func (q queue) Ack(ctx context.Context, component string, ids []int64) error {
 // Release deletes owner's leases on component and wakes its subscribers:
 // the unacked rows are up for grabs.
 func (q queue) Release(ctx context.Context, component, owner string) error {
+	return q.release(ctx, component, func(o string) bool { return o == owner })
+}
+
+func (q queue) ReleasePrefix(ctx context.Context, component, prefix string) error {
+	return q.release(ctx, component, func(o string) bool { return strings.HasPrefix(o, prefix) })
+}
+
+// release drops the leases of the owners that match.
+func (q queue) release(ctx context.Context, component string, match func(owner string) bool) error {
 	released := false
 	err := q.s.update(ctx, "release "+component, func(tx *bolt.Tx) error {
 		released = false
@@ -328,7 +338,7 @@ func (q queue) Release(ctx context.Context, component, owner string) error {
 		var keys [][]byte
 		lc := c.leases.Cursor()
 		for k, v := lc.First(); k != nil; k, v = lc.Next() {
-			if l, err := decodeLease(v); err == nil && l.owner == owner {
+			if l, err := decodeLease(v); err == nil && match(l.owner) {
 				keys = append(keys, bytes.Clone(k))
 			}
 		}

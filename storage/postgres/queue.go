@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -360,20 +361,30 @@ func (q queue) commitBatch(ctx context.Context, b *pgx.Batch, format string, arg
 }
 
 func (q queue) Release(ctx context.Context, component, owner string) error {
+	return q.release(ctx, component, "owner = $2", owner)
+}
+
+func (q queue) ReleasePrefix(ctx context.Context, component, prefix string) error {
+	return q.release(ctx, component, "starts_with(owner, $2)", prefix)
+}
+
+// release drops the leases and claims of the owners that match (a
+// condition on owner with $2).
+func (q queue) release(ctx context.Context, component, match, arg string) error {
 	if err := q.s.check(); err != nil {
 		return err
 	}
 	b := &pgx.Batch{}
 	b.BeginTx(pgx.TxOptions{})
-	b.Queue(`SELECT sender FROM queue_partitions WHERE component = $1 AND owner = $2
-		ORDER BY sender COLLATE "C" FOR UPDATE`, component, owner)
+	b.Queue(`SELECT sender FROM queue_partitions WHERE component = $1 AND `+match+`
+		ORDER BY sender COLLATE "C" FOR UPDATE`, component, arg)
 	b.Queue(`UPDATE queue q SET claimed_by = NULL FROM queue_partitions p
-		WHERE p.component = $1 AND p.owner = $2 AND q.component = $1 AND q.sender = p.sender AND q.claimed_by IS NOT NULL`,
-		component, owner)
-	b.Queue(`DELETE FROM queue_partitions WHERE component = $1 AND owner = $2 AND rows <= 0`, component, owner)
-	b.Queue(`UPDATE queue_partitions SET owner = NULL, expires = NULL WHERE component = $1 AND owner = $2`, component, owner)
+		WHERE p.component = $1 AND `+strings.ReplaceAll(match, "owner", "p.owner")+` AND q.component = $1 AND q.sender = p.sender AND q.claimed_by IS NOT NULL`,
+		component, arg)
+	b.Queue(`DELETE FROM queue_partitions WHERE component = $1 AND `+match+` AND rows <= 0`, component, arg)
+	b.Queue(`UPDATE queue_partitions SET owner = NULL, expires = NULL WHERE component = $1 AND `+match, component, arg)
 	b.Queue(`SELECT pg_notify('`+notifyChannel+`', $1)`, component)
-	if err := q.commitBatch(ctx, b, "release %s for %s", component, owner); err != nil {
+	if err := q.commitBatch(ctx, b, "release %s for %s", component, arg); err != nil {
 		return err
 	}
 	q.s.listener.signal(component)

@@ -186,6 +186,29 @@ func testLeaseExpiry(t *testing.T, f Factory) {
 	}
 }
 
+// testReleasePrefix: a restarted node releases what its previous run's
+// connections held (owners "n1/…"), and nothing of other nodes.
+func testReleasePrefix(t *testing.T, f Factory) {
+	ctx := testCtx(t)
+	q := f.Open(t).Queue()
+	enqueue(ctx, t, q, noLimits,
+		item("c.x", "a@x", "", "<a1/>"),
+		item("c.x", "b@x", "", "<b1/>"),
+	)
+	a := claim(ctx, t, q, "c.x", "n1/old", time.Minute, 1, 100)
+	b := claim(ctx, t, q, "c.x", "n2/conn", time.Minute, 1, 100)
+	if len(a) != 1 || len(b) != 1 {
+		t.Fatalf("claims: %v %v", ids(a), ids(b))
+	}
+	if err := q.ReleasePrefix(ctx, "c.x", "n1/"); err != nil {
+		t.Fatal(err)
+	}
+	got := claim(ctx, t, q, "c.x", "n1/new", time.Minute, 0, 100)
+	if !slices.Equal(ids(got), ids(a)) {
+		t.Fatalf("after ReleasePrefix n1/ the new owner got %v, want n1's rows %v (not n2's)", ids(got), ids(a))
+	}
+}
+
 // testConcurrency runs producers and consumers at once: every row is
 // delivered exactly once (leases never expire here), in order per sender.
 func testConcurrency(t *testing.T, f Factory) {

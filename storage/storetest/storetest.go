@@ -39,6 +39,7 @@ func Run(t *testing.T, f Factory) {
 		t.Run("claim", func(t *testing.T) { testClaim(t, f) })
 		t.Run("owners", func(t *testing.T) { testOwners(t, f) })
 		t.Run("lease-expiry", func(t *testing.T) { testLeaseExpiry(t, f) })
+		t.Run("release-prefix", func(t *testing.T) { testReleasePrefix(t, f) })
 		t.Run("stats", func(t *testing.T) { testStats(t, f) })
 		t.Run("dead-letters", func(t *testing.T) { testDeadLetters(t, f) })
 		t.Run("subscribe", func(t *testing.T) { testSubscribe(t, f) })
