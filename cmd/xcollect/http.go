@@ -24,7 +24,7 @@ func apiNode(n cluster.Node) httpapi.Node {
 
 // startHTTP serves the HTTP API on f.Listeners.HTTP ("" disables it) until
 // ctx ends; the returned channel closes when the server has stopped.
-func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *server.Server, cl *cluster.Cluster, log zerolog.Logger) (<-chan struct{}, error) {
+func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *server.Server, cl *cluster.Cluster, pprofOn bool, log zerolog.Logger) (<-chan struct{}, error) {
 	done := make(chan struct{})
 	addr := *f.Listeners.HTTP
 	if addr == "" {
@@ -32,6 +32,7 @@ func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *ser
 		return done, nil
 	}
 	d := httpapi.Deps{
+		Pprof:  pprofOn,
 		Health: store.Ping,
 		Self: func() httpapi.Node {
 			return httpapi.Node{Name: f.Node.Name, C2S: *f.Listeners.C2S, C2STLS: *f.Listeners.C2STLS,

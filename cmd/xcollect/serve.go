@@ -32,6 +32,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	c2s := fs.String("c2s", "", "STARTTLS client listener address (overrides listeners.c2s)")
 	c2sTLS := fs.String("c2s-tls", "", "direct TLS client listener address (overrides listeners.c2s_tls)")
 	compAddr := fs.String("component", "", "XEP-0114 component listener address (overrides listeners.component)")
+	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on the HTTP listener (profiling)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -143,7 +144,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		go func() { defer close(loadDone); loadLoop(ctx, cl, srv, mgr) }()
 		stops = append(stops, func() { <-loadDone })
 	}
-	httpDone, err := startHTTP(ctx, f, store, srv, cl, log)
+	httpDone, err := startHTTP(ctx, f, store, srv, cl, *pprofOn, log)
 	if err != nil {
 		stopAll()
 		return err

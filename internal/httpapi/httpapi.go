@@ -1,7 +1,7 @@
 // Package httpapi serves a node's HTTP port (5280 by default): GET /healthz
 // (the store answers), GET /v1/connect (the addresses of the best node for
-// a new client or processor, JSON) and GET /v1/status (this node's view of
-// the cluster, JSON). It holds no state: every answer comes from the
+// a new client or processor, JSON), GET /v1/status (this node's view of
+// the cluster, JSON) and, when enabled, /debug/pprof/. It holds no state: every answer comes from the
 // functions in Deps.
 package httpapi
 
@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 )
 
@@ -32,6 +33,9 @@ type Deps struct {
 	Nodes     func() []Node
 	Best      func() (Node, bool)
 	Directory func() int
+	// Pprof mounts net/http/pprof under /debug/pprof/ (profiling; off by
+	// default since it exposes internals).
+	Pprof bool
 }
 
 // Handler returns the API's http.Handler.
@@ -69,6 +73,13 @@ func Handler(d Deps) http.Handler {
 		}
 		writeJSON(w, st)
 	})
+	if d.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 
