@@ -119,7 +119,9 @@ func (c *conn) negotiate() error {
 	}
 	spec := c.m.specs[h.To]
 	c.jid = spec.JID
+	c.mu.Lock() // closeLocked (Shutdown) reads c.log under c.mu
 	c.log = c.log.With().Str("component", c.jid).Logger()
+	c.mu.Unlock()
 	if c.m.cfg.Steer != nil {
 		if host, ok := c.m.cfg.Steer(); ok {
 			b := wire.StreamHeader(wire.NSComponent, c.jid, "", randomID(12))

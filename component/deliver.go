@@ -69,7 +69,7 @@ func (c *conn) deliverLoop(writerDone <-chan struct{}) {
 		}
 		pending = append(pending, c.takeAcks()...)
 		if len(pending) > 0 {
-			ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
+			ctx, cancel := context.WithTimeout(c.m.ctx, storeCallTimeout)
 			err := q.Ack(ctx, c.jid, pending)
 			cancel()
 			if err != nil {
@@ -88,7 +88,7 @@ func (c *conn) deliverLoop(writerDone <-chan struct{}) {
 				capChecked = time.Now()
 			}
 			n := max(0, min(cfg.ClaimBatch, cfg.MaxInFlight-inFlight))
-			ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
+			ctx, cancel := context.WithTimeout(c.m.ctx, storeCallTimeout)
 			items, err := q.Claim(ctx, c.jid, owner, cfg.LeaseDuration, capParts, n)
 			cancel()
 			lastClaim = time.Now()
@@ -151,7 +151,7 @@ func (c *conn) partitionCap() int {
 	if n <= 1 {
 		return 0
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storeCallTimeout)
+	ctx, cancel := context.WithTimeout(c.m.ctx, storeCallTimeout)
 	defer cancel()
 	st, err := c.m.store.Queue().Stats(ctx, c.jid)
 	if err != nil || len(st) == 0 {
