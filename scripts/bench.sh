@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# make bench: xcollect (embedded store, Postgres) side by side with Prosody
-# and ejabberd (Debian packages) and the raw Postgres ceiling (pgbench),
-# measured by clients/loadgen on this machine. Writes BENCHMARKS.md.
+# make bench: xcollect (embedded store, Postgres, a 3-node cluster on one
+# Postgres) side by side with Prosody and ejabberd (Debian packages) and the
+# raw Postgres ceiling (pgbench), measured by clients/loadgen on this
+# machine, plus the cluster directory's convergence time (go test). Writes
+# BENCHMARKS.md; the handwritten notes come from
+# clients/loadgen/BENCHMARKS-notes.md.
 #
 # Environment: RUNS (3), DUR (5s per timed run), CLIENTS (50), WINDOW (10),
 # RATE (2000), IDLE_N (1000), LOGIN_WORKERS (16), PEERS (1: include
-# Prosody and ejabberd), OUT (BENCHMARKS.md).
+# Prosody and ejabberd), CLUSTER (1: include xcollect-cluster3), CONVERGE
+# (1: the directory convergence tests), OUT (BENCHMARKS.md).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -17,6 +21,8 @@ RATE=${RATE:-2000}
 IDLE_N=${IDLE_N:-1000}
 LOGIN_WORKERS=${LOGIN_WORKERS:-16}
 PEERS=${PEERS:-1}
+CLUSTER=${CLUSTER:-1}
+CONVERGE=${CONVERGE:-1}
 OUT=${OUT:-$ROOT/BENCHMARKS.md}
 GO=${GO:-go}
 W=$(mktemp -d /tmp/xcollect-bench.XXXXXX)
@@ -25,6 +31,7 @@ RES=$W/results.jsonl
 LOG=$W/bench.log
 : > "$RES"
 PIDS=()
+CPIDS=()
 log() { echo "bench: $*" | tee -a "$LOG" >&2; }
 
 cleanup() {
@@ -48,6 +55,19 @@ wait_port() {
 	done
 	log "no listener on $hp"
 	return 1
+}
+
+# port_busy HOST:PORT...: true (and logged) when one is already taken by
+# another process, whose listener would otherwise pass for ours.
+port_busy() {
+	local hp busy=1
+	for hp in "$@"; do
+		if (exec 3<>"/dev/tcp/${hp%:*}/${hp#*:}") 2>/dev/null; then
+			log "$hp is already in use by another process"
+			busy=0
+		fi
+	done
+	return $busy
 }
 
 log "building into $W"
@@ -84,6 +104,7 @@ add_users_xc() { # name [dsn]
 	done
 }
 start_xc() { # name c2s comp [dsn]
+	port_busy "$2" "$3" && return 1
 	local extra=()
 	[ -n "${4:-}" ] && extra=(--postgres-dsn "$4")
 	"$W/xcollect" serve --config "$W/$1/xcollect.yaml" "${extra[@]}" >"$W/$1/serve.log" 2>&1 &
@@ -93,6 +114,8 @@ start_xc() { # name c2s comp [dsn]
 	COMP[$1]=$3
 	wait_port "$2" && wait_port "$3" && SERVERS+=("$1")
 }
+# Servers that run only the reports cases (no idle, login, offline).
+declare -A REPORTS_ONLY
 
 xc_config xcollect-embedded 127.0.0.1:15222 127.0.0.1:15347
 add_users_xc xcollect-embedded
@@ -113,9 +136,87 @@ else
 	log "pgtmp did not start: no Postgres figures"
 fi
 
+# --- xcollect-cluster3: 3 nodes on one Postgres ------------------------------
+# Its own throw-away Postgres (fsync on), shared by three nodes on 127.0.0.1,
+# 127.0.0.2 and 127.0.0.3, cluster keys as in deployments/local-cluster.sh.
+# Clients are spread over the three c2s listeners (loadgen -c2s a,b,c:
+# client i on node i mod 3); loadgen's component connects to node 1 only,
+# so reports from clients on nodes 2 and 3 reach it through the shared
+# queue. Steering is switched off (margin 1000): loadgen does not follow
+# see-other-host. Reports cases only.
+if [ "$CLUSTER" = 1 ]; then
+	"$W/pgtmp" -dir "$W/pgc" -durable=true > "$W/pgc.dsn" 2>>"$LOG" &
+	PIDS+=($!)
+	for _ in $(seq 1 300); do test -s "$W/pgc.dsn" && break; sleep 0.1; done
+	CDSN=$(head -1 "$W/pgc.dsn")
+	if [ -n "$CDSN" ]; then
+		log "cluster postgres: $CDSN (fsync on)"
+		CKEY=$(head -c 32 /dev/urandom | base64)
+		CN=xcollect-cluster3
+		ADDRS=()
+		for i in 1 2 3; do
+			mkdir -p "$W/$CN/node$i"
+			cat > "$W/$CN/node$i.yaml" <<EOF
+node: {name: node$i}
+domains: [localhost]
+data_dir: $W/$CN/node$i
+log: {level: warn}
+listeners: {c2s: "127.0.0.$i:19222", c2s_tls: "", component: "127.0.0.$i:19347", http: "127.0.0.$i:19280"}
+tls: {require: false}
+storage: {postgres: {dsn: "$CDSN"}}
+components:
+  - {jid: collector.localhost, secret: secret, multiple_connections: true, receive_presence: false}
+cluster:
+  bind: "127.0.0.$i:19946"
+  link: "127.0.0.$i:19947"
+  join: ["127.0.0.1:19946"]
+  key: "$CKEY"
+  steering: {margin: 1000}
+EOF
+			ADDRS+=("127.0.0.$i:19222")
+		done
+		for i in $(seq 0 $((CLIENTS - 1))); do
+			"$W/xcollect" user add "user$i@localhost" --password pass --config "$W/$CN/node1.yaml" >/dev/null 2>>"$LOG" || true
+		done
+		ok=1
+		for i in 1 2 3; do
+			port_busy "127.0.0.$i:19222" "127.0.0.$i:19347" "127.0.0.$i:19280" "127.0.0.$i:19946" "127.0.0.$i:19947" && ok=0
+		done
+		for i in 1 2 3; do
+			[ "$ok" = 1 ] || break
+			"$W/xcollect" serve --config "$W/$CN/node$i.yaml" >"$W/$CN/node$i.log" 2>&1 &
+			PIDS+=($!)
+			CPIDS+=($!)
+			wait_port "127.0.0.$i:19222" && wait_port "127.0.0.$i:19347" || ok=0
+		done
+		# Every node sees three members (bounded: 30 s).
+		members=0
+		for _ in $(seq 1 150); do
+			[ "$ok" = 1 ] || break
+			members=$(for i in 1 2 3; do curl -s --max-time 1 "http://127.0.0.$i:19280/v1/status" | tr -d '\n'; echo; done |
+				python3 -c 'import json,sys; print(min(len(json.loads(l).get("members") or []) if l.strip() else 0 for l in sys.stdin.read().splitlines()[:3]))' 2>/dev/null)
+			[ "${members:-0}" -ge 3 ] && break
+			sleep 0.2
+		done
+		log "cluster: every node sees ${members:-0} members"
+		if [ "$ok" = 1 ] && [ "${members:-0}" -ge 3 ]; then
+			C2S[$CN]=$(IFS=,; echo "${ADDRS[*]}")
+			COMP[$CN]=127.0.0.1:19347
+			PID[$CN]=${CPIDS[0]}
+			REPORTS_ONLY[$CN]=1
+			SERVERS+=("$CN")
+		else
+			log "cluster did not form: no cluster figures"
+			echo "xcollect-cluster3 did not form (members seen: ${members:-0}): $(tail -3 "$W/$CN"/node*.log 2>/dev/null)" >> "$W/peer-notes.txt"
+		fi
+	else
+		log "pgtmp for the cluster did not start: no cluster figures"
+	fi
+fi
+
 # --- peers ----------------------------------------------------------------
 PEER_NOTES=$W/peer-notes.txt
-: > "$PEER_NOTES"
+touch "$PEER_NOTES"
 if [ "$PEERS" = 1 ]; then
 	if ! command -v prosody >/dev/null || ! command -v ejabberdctl >/dev/null; then
 		log "installing prosody and ejabberd from Debian"
@@ -188,6 +289,7 @@ one() {
 # delta meaningless (the first committed run measured them last).
 for r in $(seq 1 "$RUNS"); do
 	for s in "${SERVERS[@]}"; do
+		[ -n "${REPORTS_ONLY[$s]:-}" ] && continue
 		one idle-plain "$s" "$r" -scenario idle -n "$IDLE_N" -server-pid "${PID[$s]}" -settle 3s
 		one idle-tls "$s" "$r" -scenario idle -n "$IDLE_N" -server-pid "${PID[$s]}" -settle 3s -starttls
 	done
@@ -200,6 +302,7 @@ for r in $(seq 1 "$RUNS"); do
 		log "run $r: $s"
 		one reports "$s" "$r" -scenario reports -n "$CLIENTS" -w "$WINDOW" -d "$DUR"
 		one reports-rate "$s" "$r" -scenario reports -n "$CLIENTS" -w "$WINDOW" -d "$DUR" -rate "$RATE"
+		[ -n "${REPORTS_ONLY[$s]:-}" ] && continue
 		one login-plain "$s" "$r" -scenario login -n "$LOGIN_WORKERS" -d "$DUR"
 		one login-starttls "$s" "$r" -scenario login -n "$LOGIN_WORKERS" -d "$DUR" -starttls
 		one offline "$s" "$r" -scenario offline -n 20 -count 10 -settle 2s -drain 10s
@@ -218,6 +321,41 @@ if [ -n "$DSN" ] && command -v pgbench >/dev/null; then
 	done
 fi
 
+# --- cluster directory convergence (go test, servers idle) ------------------
+# TestConverge10k: 3 in-process nodes hold 10,000 sessions, a fourth joins;
+# the time until its directory holds all 10,000 (join + link snapshots).
+# BenchmarkConverge10k: the same with 2 seed nodes, 5 joins.
+if [ "$CONVERGE" = 1 ]; then
+	for r in $(seq 1 "$RUNS"); do
+		out=$(timeout 300 $GO test -count=1 -run 'TestConverge10k' -v ./cluster/ 2>&1)
+		echo "$out" >> "$LOG"
+		took=$(echo "$out" | sed -n 's/.*new node converged to [0-9]* sessions in \([^ ]*\).*/\1/p' | head -1)
+		bpe=$(echo "$out" | sed -n 's/.* = \([0-9.]*\) B\/entry.*/\1/p' | head -1)
+		log "converge run $r: ${took:-failed}, ${bpe:-?} B/entry"
+		if [ -n "$took" ]; then
+			res="{\"took\":\"$took\",\"snapshot_b_per_entry\":${bpe:-null}}"
+		else
+			res=null
+		fi
+		printf '{"case":"converge","server":"cluster-test","run":%d,"result":%s}\n' "$r" "$res" >> "$RES"
+	done
+	out=$(timeout 300 $GO test -run XXX -bench BenchmarkConverge10k -benchtime 5x ./cluster/ 2>&1)
+	echo "$out" >> "$LOG"
+	line=$(echo "$out" | grep '^BenchmarkConverge10k' | head -1 | tr -s ' \t' ' ')
+	metric() { echo "$line" | sed -n "s/.* \([0-9.]*\) $1\( .*\)\{0,1\}\$/\1/p"; }
+	nsop=$(metric 'ns\/op')
+	bpe=$(metric 'snapshot-B\/entry')
+	bop=$(metric 'B\/op')
+	aop=$(metric 'allocs\/op')
+	log "BenchmarkConverge10k: ${line:-failed}"
+	if [ -n "$nsop" ]; then
+		res="{\"ns_per_op\":$nsop,\"snapshot_b_per_entry\":${bpe:-null},\"b_per_op\":${bop:-null},\"allocs_per_op\":${aop:-null},\"line\":\"$line\"}"
+	else
+		res=null
+	fi
+	printf '{"case":"converge-bench","server":"cluster-test","run":1,"result":%s}\n' "$res" >> "$RES"
+fi
+
 # --- machine and versions ---------------------------------------------------
 {
 	echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -232,6 +370,12 @@ fi
 } > "$W/machine.txt"
 
 python3 "$ROOT/clients/loadgen/bench_report.py" "$RES" "$W/machine.txt" "$PEER_NOTES" \
-	"RUNS=$RUNS DUR=$DUR CLIENTS=$CLIENTS WINDOW=$WINDOW RATE=$RATE IDLE_N=$IDLE_N LOGIN_WORKERS=$LOGIN_WORKERS" > "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
-mkdir -p bin && cp "$RES" bin/bench-results.jsonl && cp "$LOG" bin/bench.log
+	"RUNS=$RUNS DUR=$DUR CLIENTS=$CLIENTS WINDOW=$WINDOW RATE=$RATE IDLE_N=$IDLE_N LOGIN_WORKERS=$LOGIN_WORKERS PEERS=$PEERS CLUSTER=$CLUSTER CONVERGE=$CONVERGE" > "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
+# Everything the report is made from stays in bin/, so that it can be
+# rewritten (after editing clients/loadgen/BENCHMARKS-notes.md) without a
+# new run: python3 clients/loadgen/bench_report.py bin/bench-results.jsonl
+# bin/bench-machine.txt bin/bench-peer-notes.txt "$(cat bin/bench-params.txt)"
+mkdir -p bin && cp "$RES" bin/bench-results.jsonl && cp "$LOG" bin/bench.log &&
+	cp "$W/machine.txt" bin/bench-machine.txt && cp "$PEER_NOTES" bin/bench-peer-notes.txt
+echo "RUNS=$RUNS DUR=$DUR CLIENTS=$CLIENTS WINDOW=$WINDOW RATE=$RATE IDLE_N=$IDLE_N LOGIN_WORKERS=$LOGIN_WORKERS PEERS=$PEERS CLUSTER=$CLUSTER CONVERGE=$CONVERGE" > bin/bench-params.txt
 log "wrote $OUT (raw results: bin/bench-results.jsonl)"

@@ -2,10 +2,12 @@
 """Turns scripts/bench.sh results (JSON lines) into BENCHMARKS.md on stdout.
 
 usage: bench_report.py results.jsonl machine.txt peer-notes.txt "parameters"
-clients/loadgen/BENCHMARKS-notes.md, when present, is appended verbatim.
+clients/loadgen/BENCHMARKS-notes.md (the handwritten notes: kept here so
+that a re-run does not lose them) is appended verbatim.
 """
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -14,7 +16,8 @@ rows = [json.loads(l) for l in open(res_path) if l.strip()]
 machine = open(machine_path).read().strip()
 peer_notes = open(notes_path).read().strip() if os.path.exists(notes_path) else ""
 
-ORDER = ["xcollect-embedded", "xcollect-postgres", "prosody", "ejabberd"]
+ORDER = ["xcollect-embedded", "xcollect-postgres", "xcollect-cluster3", "prosody", "ejabberd"]
+PG, CL = "xcollect-postgres", "xcollect-cluster3"
 servers = [s for s in ORDER if any(r["server"] == s for r in rows)]
 XC = [s for s in servers if s.startswith("xcollect")]
 PEERS = [s for s in servers if not s.startswith("xcollect")]
@@ -62,20 +65,42 @@ def ratio(case, key, xc, peer):
     return f"{a / b:.2f}"
 
 
+def ran(case, server):
+    return any(r["case"] == case and r["server"] == server for r in rows)
+
+
 def table(title, case, cols, ratio_key, better, intro=""):
     print(f"### {title}\n")
     if intro:
         print(intro + "\n")
+    here = [s for s in servers if ran(case, s)]
     print("| server | " + " | ".join(c[1] for c in cols) + " | runs |")
     print("|---|" + "---|" * (len(cols) + 1))
-    for s in servers:
+    for s in here:
         n = len(vals(case, s, cols[0][0]))
         print(f"| {s} | " + " | ".join(cell(case, s, c[0]) for c in cols) + f" | {n} |")
-    if XC and PEERS:
+    xc = [s for s in XC if s in here]
+    peers = [s for s in PEERS if s in here]
+    if xc and peers:
         print()
-        pairs = [f"{x}/{p} = **{ratio(case, ratio_key, x, p)}**" for x in XC for p in PEERS]
+        pairs = [f"{x}/{p} = **{ratio(case, ratio_key, x, p)}**" for x in xc for p in peers]
         print(f"Ratio of medians ({ratio_key}, {better} is better): " + "; ".join(pairs) + ".")
+    if PG in here and CL in here:
+        print()
+        print(f"3 nodes vs 1 node on Postgres ({ratio_key}): {CL}/{PG} = **{ratio(case, ratio_key, CL, PG)}**.")
+    if CL in servers and CL not in here:
+        print()
+        print(f"{CL}: not run for this case (the cluster runs only the reports cases).")
     print()
+
+
+def go_duration_ms(d):
+    """Go's time.Duration.String() (1m2.5s, 50.1ms, 850µs) in milliseconds."""
+    unit = {"h": 3600e3, "m": 60e3, "s": 1e3, "ms": 1.0, "us": 1e-3, "µs": 1e-3, "μs": 1e-3, "ns": 1e-6}
+    parts = re.findall(r"([0-9.]+)(h|ms|m|s|us|µs|μs|ns)", d)
+    if not parts:
+        return None
+    return sum(float(v) * unit[u] for v, u in parts)
 
 
 print("# Benchmarks\n")
@@ -85,7 +110,12 @@ print("Written by `make bench` (scripts/bench.sh, load from clients/loadgen). Ev
       "the same cores, so ratios matter more than absolute numbers.\n")
 print("```\n" + machine + "\n" + params + "\n```\n")
 print("Servers: **xcollect-embedded** (embedded store), **xcollect-postgres** (throw-away "
-      "Postgres via internal/pgtest/cmd/pgtmp, fsync on), **prosody** and **ejabberd** (Debian "
+      "Postgres via internal/pgtest/cmd/pgtmp, fsync on), **xcollect-cluster3** (three nodes on "
+      "127.0.0.1, 127.0.0.2 and 127.0.0.3 sharing a second throw-away Postgres, fsync on; memberlist "
+      "gossip and node links as in deployments/local-cluster.sh; the clients spread over the three "
+      "nodes' c2s listeners, client i on node i mod 3; loadgen's component, the processor, on node 1 "
+      "only, so two thirds of the reports cross from another node through the shared queue; "
+      "steering off; reports cases only: login, idle and offline are not run on it), **prosody** and **ejabberd** (Debian "
       "packages, configs in clients/loadgen/peers/, no rate limits or shapers, XEP-0198 on). "
       "Users user0…user49 registered beforehand (xcollect user add, prosodyctl register, "
       "ejabberdctl register). Plaintext c2s with SCRAM-SHA-1 unless marked STARTTLS.\n")
@@ -98,6 +128,7 @@ print("|---|---|---|")
 guar = {
     "xcollect-embedded": "after the report is committed (fsync) to the embedded queue",
     "xcollect-postgres": "after the report is committed to Postgres (fsync on)",
+    "xcollect-cluster3": "after the report is committed to the shared Postgres (fsync on), by the client's node",
     "prosody": "on receipt, in memory (not durable)",
     "ejabberd": "on receipt, in memory (not durable)",
 }
@@ -111,7 +142,7 @@ for s in servers:
     e = (" (" + ", ".join(f"{k}" for k in errs) + ")") if errs else ""
     lost = med("offline", s, "silently_lost")
     if sent is None:
-        o = "not measured"
+        o = "not measured" + (" (offline case not run on the cluster)" if s == CL else "")
     else:
         o = f"of {fmt(sent)} sent: {fmt(bnc)} bounced{e}, {fmt(rec)} delivered when it connected, {fmt(lost)} silently lost (medians)"
     print(f"| {s} | {guar.get(s, '?')} | {o} |")
@@ -156,6 +187,52 @@ if any(r["case"] == "pgbench" for r in rows):
             print(f"Ratio xcollect-postgres / pgbench ceiling = **{xp / statistics.median(tps):.2f}**.\n")
     else:
         print("pgbench failed (see bin/bench.log).\n")
+
+if CL in servers or any(r["case"].startswith("converge") for r in rows):
+    print("## Cluster\n")
+if CL in servers:
+    print("### 1 node vs 3 nodes on Postgres\n")
+    print("The same load against one xcollect node on Postgres and against three nodes sharing one "
+          "Postgres (clients spread over the three, processor on node 1), from the tables above; "
+          "medians of the runs.\n")
+    print(f"| case | figure | 1 node ({PG}) | 3 nodes ({CL}) | 3 nodes / 1 node |")
+    print("|---|---|---|---|---|")
+    for case, name in [("reports", "reports (as fast as the window allows)"), ("reports-rate", "reports at a steady rate")]:
+        for key, label in [("reports_per_s", "delivered reports/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("lost", "lost")]:
+            a, b = med(case, PG, key), med(case, CL, key)
+            print(f"| {name} | {label} | {fmt(a)} | {fmt(b)} | {ratio(case, key, CL, PG)} |")
+    print()
+conv = [go_duration_ms(r["result"]["took"]) for r in rows if r["case"] == "converge" and r["result"]]
+conv = [v for v in conv if v is not None]
+cfail = sum(1 for r in rows if r["case"] == "converge" and not r["result"])
+bench = [r["result"] for r in rows if r["case"] == "converge-bench" and r["result"]]
+if conv or cfail or bench:
+    print("### Directory convergence of a new node, 10,000 sessions\n")
+    print("`go test -count=1 -run TestConverge10k -v ./cluster/`: three in-process nodes (real memberlist "
+          "and node links on 127.0.0.1) hold 10,000 sessions, 3,333–3,334 each; a fourth node joins; the "
+          "time is from its start until its directory holds all 10,000 (join, then one directory "
+          "snapshot over the link from each node). Snapshot size: the bytes of one node's snapshot "
+          "frame divided by its entries (JIDs are ~39 bytes).\n")
+    print("| | median (min–max) | runs |\n|---|---|---|")
+    if conv:
+        print(f"| new node converged (ms) | {fmt(statistics.median(conv))} ({fmt(min(conv))}–{fmt(max(conv))}) | {len(conv)}"
+              + (f", {cfail} failed" if cfail else "") + " |")
+    else:
+        print(f"| new node converged (ms) | failed | 0, {cfail} failed |")
+    bpe = [r["result"]["snapshot_b_per_entry"] for r in rows if r["case"] == "converge" and r["result"]
+           and r["result"].get("snapshot_b_per_entry") is not None]
+    if bpe:
+        print(f"| snapshot bytes per entry | {fmt(statistics.median(bpe))} ({fmt(min(bpe))}–{fmt(max(bpe))}) | {len(bpe)} |")
+    print()
+    if bench:
+        b = bench[0]
+        print("`go test -run XXX -bench BenchmarkConverge10k -benchtime 5x ./cluster/` (two seed nodes "
+              "with 5,000 sessions each, five joins one after the other):\n")
+        print("| ns/op | ms/op | snapshot-B/entry | B/op | allocs/op |\n|---|---|---|---|---|")
+        print(f"| {fmt(b['ns_per_op'])} | {fmt(b['ns_per_op'] / 1e6)} | {fmt(b.get('snapshot_b_per_entry'))} "
+              f"| {fmt(b.get('b_per_op'))} | {fmt(b.get('allocs_per_op'))} |\n")
+    elif any(r["case"] == "converge-bench" for r in rows):
+        print("BenchmarkConverge10k failed (see bin/bench.log).\n")
 
 notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "BENCHMARKS-notes.md")
 if os.path.exists(notes):

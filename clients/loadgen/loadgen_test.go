@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -141,5 +142,25 @@ components:
 	}
 	if res.ClientAcked != res.Sent {
 		t.Errorf("client acked %d of %d reports", res.ClientAcked, res.Sent)
+	}
+}
+
+func TestC2SAddrSpread(t *testing.T) {
+	one := options{c2sAddr: "127.0.0.1:5222", c2sAddrs: []string{"127.0.0.1:5222"}, users: 10}
+	for i := range 4 {
+		if got := c2sOpts(one, i).addr; got != "127.0.0.1:5222" {
+			t.Errorf("one address, client %d: %s", i, got)
+		}
+	}
+	three := options{c2sAddrs: []string{"a:1", "b:1", "c:1"}, users: 10}
+	want := []string{"a:1", "b:1", "c:1", "a:1", "b:1"}
+	for i, w := range want {
+		if got := c2sOpts(three, i).addr; got != w {
+			t.Errorf("three addresses, client %d: %s, want %s", i, got, w)
+		}
+	}
+	var errb bytes.Buffer
+	if err := run([]string{"-c2s", " , ", "-scenario", "nope"}, io.Discard, &errb); err == nil || !strings.Contains(err.Error(), "no address") {
+		t.Errorf("empty -c2s list: %v", err)
 	}
 }

@@ -16,7 +16,9 @@
 //	         clients get back, then what the component receives once it
 //	         connects.
 //
-// Users user0…user{N-1} (-user pattern) must exist beforehand.
+// Users user0…user{N-1} (-user pattern) must exist beforehand. -c2s takes
+// a comma-separated list to spread the clients over several nodes of a
+// cluster: client (or login worker) i connects to address i mod k.
 package main
 
 import (
@@ -26,13 +28,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 )
 
 type options struct {
 	scenario   string
 	label      string
-	c2sAddr    string
+	c2sAddr    string   // -c2s as given
+	c2sAddrs   []string // -c2s split on commas: client i uses c2sAddrs[i % len]
 	compAddr   string
 	domain     string
 	userPat    string
@@ -73,7 +77,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	var o options
 	fs.StringVar(&o.scenario, "scenario", "reports", "reports, login, idle or offline")
 	fs.StringVar(&o.label, "label", "", "server label copied into the output")
-	fs.StringVar(&o.c2sAddr, "c2s", "127.0.0.1:5222", "c2s address (STARTTLS-capable, plaintext allowed for reports)")
+	fs.StringVar(&o.c2sAddr, "c2s", "127.0.0.1:5222", "c2s address (STARTTLS-capable, plaintext allowed for reports); a comma-separated list spreads the clients: client i uses address i mod k (cluster nodes)")
 	fs.StringVar(&o.compAddr, "component-addr", "127.0.0.1:5347", "XEP-0114 listener address")
 	fs.StringVar(&o.domain, "domain", "localhost", "XMPP domain of the users")
 	fs.StringVar(&o.userPat, "user", "user%d", "user name pattern; %d is the client index")
@@ -103,6 +107,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if o.users <= 0 {
 		o.users = o.n
 	}
+	for _, a := range strings.Split(o.c2sAddr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			o.c2sAddrs = append(o.c2sAddrs, a)
+		}
+	}
+	if len(o.c2sAddrs) == 0 {
+		return errors.New("-c2s: no address")
+	}
 	if o.n < 1 || o.window < 1 || o.rEvery < 1 {
 		return errors.New("-n, -w and -r-every must be at least 1")
 	}
@@ -126,6 +138,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	res["scenario"] = o.scenario
 	if o.label != "" {
 		res["server"] = o.label
+	}
+	if len(o.c2sAddrs) > 1 {
+		res["c2s_addrs"] = o.c2sAddrs
 	}
 	res["time"] = time.Now().UTC().Format(time.RFC3339)
 	b, err := json.Marshal(res)

@@ -109,7 +109,7 @@ func dialAll(o options, n int) ([]*conn, int, error) {
 func c2sOpts(o options, i int) c2sOptions {
 	u := i % o.users
 	return c2sOptions{
-		addr: o.c2sAddr, domain: o.domain, startTLS: o.startTLS, mech: o.mech,
+		addr: c2sAddrFor(o, i), domain: o.domain, startTLS: o.startTLS, mech: o.mech,
 		user: pattern(o.userPat, u), pass: pattern(o.passPat, u),
 		resource: fmt.Sprintf("lg%d", i),
 	}
@@ -120,4 +120,13 @@ func pattern(p string, i int) string {
 		return fmt.Sprintf(p, i)
 	}
 	return p
+}
+
+// c2sAddrFor is the c2s address of client i: the i mod k-th of -c2s's
+// comma-separated list (the only address when there is one).
+func c2sAddrFor(o options, i int) string {
+	if len(o.c2sAddrs) == 0 {
+		return o.c2sAddr
+	}
+	return o.c2sAddrs[i%len(o.c2sAddrs)]
 }
