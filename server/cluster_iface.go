@@ -8,6 +8,7 @@ type PeerSession struct {
 	Show      string
 	Status    string
 	Priority  int
+	Version   uint64 // directory version: the newest entry of a full JID wins
 }
 
 // Cluster is what the router needs from the cluster: where other nodes'

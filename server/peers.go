@@ -26,6 +26,9 @@ func (s *Server) peerSessionsGone(gone []PeerSession) {
 			continue
 		}
 		bare := from.Bare().String()
+		if s.liveElsewhere(bare, p) {
+			continue // the session moved to another node (resumption): no unavailable
+		}
 		ctx, cancel := s.storeCtx()
 		items, err := s.store.Rosters().GetRoster(ctx, bare)
 		cancel()
@@ -50,6 +53,17 @@ func (s *Server) peerSessionsGone(gone []PeerSession) {
 		}
 		send(bare) // the user's own resources here
 	}
+}
+
+// liveElsewhere reports whether the full JID of a vanished entry is still
+// bound here or on another node than the one that dropped it.
+func (s *Server) liveElsewhere(bare string, p PeerSession) bool {
+	for _, r := range s.resourcesOf(bare) {
+		if r.full == p.JID && (r.local != nil || r.node != p.Node) {
+			return true
+		}
+	}
+	return false
 }
 
 // Conflict closes the local session of full with <conflict/>: the same

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -151,6 +152,7 @@ type resource struct {
 	priority  int
 	local     *Session
 	node      string
+	version   uint64 // directory version of a remote entry
 }
 
 // resourcesOf returns every bound resource of bare across the cluster.
@@ -162,8 +164,23 @@ func (s *Server) resourcesOf(bare string) []resource {
 		sess.mu.Unlock()
 	}
 	if s.cluster != nil {
+		// A session that moved (resumed on another node) can briefly be
+		// listed by its old node too: a local session wins, then the newest
+		// directory entry.
+		newest := map[string]int{}
+		for i, r := range out {
+			newest[r.full] = i
+		}
 		for _, p := range s.cluster.Lookup(bare) {
-			out = append(out, resource{full: p.JID, available: p.Available, priority: p.Priority, node: p.Node})
+			r := resource{full: p.JID, available: p.Available, priority: p.Priority, node: p.Node, version: p.Version}
+			i, seen := newest[p.JID]
+			switch {
+			case !seen:
+				newest[p.JID] = len(out)
+				out = append(out, r)
+			case out[i].local == nil && out[i].version < p.Version:
+				out[i] = r
+			}
 		}
 	}
 	return out
@@ -333,48 +350,74 @@ func (s *Server) undeliverable(full string, raw []byte) {
 	s.storeOffline(st, j.Bare().String(), noop)
 }
 
+// fwdPrefix marks a stanza one node forwards to another because its
+// target session moved there (XEP-0198 resumption on another node) while
+// the sender's directory still named the old node. A forwarded stanza is
+// never forwarded again.
+const fwdPrefix = "@fwd/"
+
 // DeliverFromPeerAcked is DeliverFromPeer for a stanza whose sender waits
-// for a receipt: ack runs once it is in a local session's queue or stored
-// offline.
+// for a receipt: ack runs once it is in a local session's queue, with the
+// node the session moved to, or stored offline.
 func (s *Server) DeliverFromPeerAcked(to string, raw []byte, ack func()) {
 	if s.handlePeerControl(to, raw) {
 		ack()
 		return
 	}
+	s.deliverFromPeer(to, raw, ack)
+}
+
+// DeliverFromPeer takes a stanza another node routed here for a local
+// target.
+func (s *Server) DeliverFromPeer(to string, raw []byte) {
+	if s.handlePeerControl(to, raw) {
+		return
+	}
+	s.deliverFromPeer(to, raw, noop)
+}
+
+// deliverFromPeer hands a peer's stanza to the local session of to; when
+// that session has moved to another node it forwards the stanza there
+// once; otherwise a message is stored offline. ack runs when done.
+func (s *Server) deliverFromPeer(to string, raw []byte, ack func()) {
+	forwarded := strings.HasPrefix(to, fwdPrefix)
+	to = strings.TrimPrefix(to, fwdPrefix)
 	j, err := jid.Parse(to)
 	if err != nil {
 		ack() // nothing to deliver to: do not make the sender retry
 		return
 	}
-	if sess := s.sessions.get(j.Bare().String(), j.Resourcepart()); sess != nil {
+	bare := j.Bare().String()
+	if sess := s.sessions.get(bare, j.Resourcepart()); sess != nil {
 		sess.send(raw, true)
 		ack()
 		return
 	}
-	// The session left since the sender looked: store it like a local
-	// stanza that could not be written, then confirm.
-	s.spawn(func() {
+	if !forwarded && s.cluster != nil {
+		for _, r := range s.resourcesOf(bare) {
+			if r.full == to && r.local == nil {
+				err := s.cluster.RouteAcked(r.node, fwdPrefix+to, raw, func(err error) {
+					if err == nil {
+						ack()
+					} else if !s.spawn(func() { s.undeliverable(to, raw); ack() }) {
+						ack()
+					}
+				})
+				if err == nil {
+					return
+				}
+				break
+			}
+		}
+	}
+	// The session is gone: store it like a local stanza that could not be
+	// written (off the link's reader: a store write), then confirm.
+	if !s.spawn(func() {
 		s.undeliverable(to, raw)
 		ack()
-	})
-}
-
-// DeliverFromPeer takes a stanza another node routed here for a local
-// target. It is delivered like a local stanza but never forwarded again.
-func (s *Server) DeliverFromPeer(to string, raw []byte) {
-	if s.handlePeerControl(to, raw) {
-		return
+	}) {
+		ack()
 	}
-	j, err := jid.Parse(to)
-	if err != nil {
-		return
-	}
-	if sess := s.sessions.get(j.Bare().String(), j.Resourcepart()); sess != nil {
-		sess.send(raw, true)
-		return
-	}
-	// Offline storage writes to the store: not on the link's reader.
-	s.spawn(func() { s.undeliverable(to, raw) })
 }
 
 // parseElement decodes one stanza's header from its bytes.

@@ -32,7 +32,7 @@ var (
 )
 
 func peer(s cluster.Session) server.PeerSession {
-	return server.PeerSession{JID: s.JID, Node: s.Node, Available: s.Available, Show: s.Show, Status: s.Status, Priority: s.Priority}
+	return server.PeerSession{JID: s.JID, Node: s.Node, Available: s.Available, Show: s.Show, Status: s.Status, Priority: s.Priority, Version: s.Version}
 }
 
 func (a *clusterAdapter) Lookup(bare string) []server.PeerSession {
