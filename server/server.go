@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -46,6 +47,7 @@ type Server struct {
 	cluster Cluster // nil on a single node
 
 	sessions   sessionTable
+	writers    sync.Pool // *bufio.Writer borrowed by session writers per burst
 	smDetached detachedTable
 	moves      takeovers
 	authFail   failLimiter
@@ -88,6 +90,7 @@ func New(cfg Config, store storage.Store) (*Server, error) {
 		s.domains[d] = true
 	}
 	s.sessions.init()
+	s.writers.New = func() any { return bufio.NewWriterSize(nil, 8192) }
 	s.smDetached.init(2 * cfg.SMResumeTimeout)
 	s.authFail.init(cfg.AuthFailuresBeforeDelay, cfg.AuthFailureWindow)
 	s.ctx, s.cancel = context.WithCancel(context.Background())

@@ -248,7 +248,16 @@ func (s *Session) connLost(c *c2sConn, err error) {
 // writeLoop drains the outbound queue onto c until c fails or a final item
 // was written.
 func (s *Session) writeLoop(c *c2sConn, wake, stop chan struct{}) {
-	bw := bufio.NewWriterSize(c.conn, 8192)
+	// The buffer is borrowed per burst: an idle session holds none.
+	var bw *bufio.Writer
+	release := func() {
+		if bw != nil {
+			bw.Reset(nil)
+			s.srv.writers.Put(bw)
+			bw = nil
+		}
+	}
+	defer release()
 	for {
 		s.mu.Lock()
 		if s.c != c {
@@ -263,6 +272,7 @@ func (s *Session) writeLoop(c *c2sConn, wake, stop chan struct{}) {
 			if ended {
 				return
 			}
+			release()
 			select {
 			case <-wake:
 			case <-stop:
@@ -273,6 +283,10 @@ func (s *Session) writeLoop(c *c2sConn, wake, stop chan struct{}) {
 		if err := c.conn.SetWriteDeadline(time.Now().Add(s.srv.cfg.WriteTimeout)); err != nil {
 			s.writeFailed(c, items, err)
 			return
+		}
+		if bw == nil {
+			bw = s.srv.writers.Get().(*bufio.Writer)
+			bw.Reset(c.conn)
 		}
 		final := false
 		for i, it := range items {

@@ -121,12 +121,19 @@ func (r *recorder) discard(off int64) {
 		return
 	}
 	if n >= len(r.buf) {
-		r.buf = r.buf[:0]
+		if cap(r.buf) > maxIdleBuf {
+			r.buf = nil // do not keep a huge stanza's buffer for the session's life
+		} else {
+			r.buf = r.buf[:0]
+		}
 	} else {
 		r.buf = append(r.buf[:0], r.buf[n:]...)
 	}
 	r.base = off
 }
+
+// maxIdleBuf is the largest recording buffer kept between stanzas.
+const maxIdleBuf = 16 << 10
 
 // Decoder reads one stream. It is not safe for concurrent use: one read loop
 // owns it.
