@@ -42,6 +42,7 @@ type options struct {
 	userPat    string
 	passPat    string
 	users      int
+	idleWarmup int
 	compJID    string
 	secret     string
 	compSM     string
@@ -83,6 +84,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.userPat, "user", "user%d", "user name pattern; %d is the client index")
 	fs.StringVar(&o.passPat, "password", "pass", "password (pattern; %d is the client index)")
 	fs.IntVar(&o.users, "users", 0, "number of existing users (0: -n); clients use user[i % users]")
+	fs.IntVar(&o.idleWarmup, "idle-warmup", 300, "idle: sessions opened and closed before the baseline is read")
 	fs.StringVar(&o.compJID, "component", "collector.localhost", "component JID")
 	fs.StringVar(&o.secret, "secret", "secret", "component secret")
 	fs.StringVar(&o.compSM, "component-sm", "auto", "XEP-0198 on the component stream: auto, on, off")
