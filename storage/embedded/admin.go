@@ -46,19 +46,7 @@ func (q queue) Stats(ctx context.Context, component string) ([]storage.QueueStat
 					}
 					st.Partitions++
 				}
-				err := c.leases.ForEach(func(k, v []byte) error {
-					l, err := decodeLease(v)
-					if err != nil {
-						return fmt.Errorf("lease %q: %w", k, err)
-					}
-					if l.expiry > now {
-						st.Leased++
-					}
-					return nil
-				})
-				if err != nil {
-					return err
-				}
+				st.Leased = q.s.book.leased(name, time.Unix(0, now))
 				if _, v := c.rows.Cursor().First(); len(v) >= 9 {
 					st.Oldest = unixNano(binary.BigEndian.Uint64(v[1:9]))
 				}
@@ -98,6 +86,9 @@ func (q queue) List(ctx context.Context, component string, dead bool, limit int)
 			}
 			if !dead {
 				it.Attempts = attemptsOf(c.parts.Get(idKey(it.Sender, id)))
+				if n, ok := q.s.book.attemptsOf(component, id); ok {
+					it.Attempts = n
+				}
 			}
 			out = append(out, it)
 		}
@@ -113,8 +104,9 @@ func (q queue) List(ctx context.Context, component string, dead bool, limit int)
 // before t to the dead letters.
 func (q queue) Expire(ctx context.Context, component string, before time.Time) (int, error) {
 	var n int
+	var moved []uint64
 	err := q.s.update(ctx, "expire "+component, func(tx *bolt.Tx) error {
-		n = 0
+		n, moved = 0, nil
 		c, err := openComp(tx, component, false)
 		if err != nil || c == nil {
 			return err
@@ -137,15 +129,22 @@ func (q queue) Expire(ctx context.Context, component string, before time.Time) (
 			if !ok {
 				continue
 			}
+			if n, ok := q.s.book.attemptsOf(component, id); ok {
+				it.Attempts = n
+			}
 			it.Reason = "expired"
 			if err := c.dead.Put(u64(id), encodeRow(&it)); err != nil {
 				return err
 			}
 			c.nDead++
 			n++
+			moved = append(moved, id)
 		}
 		return c.saveCounters()
 	})
+	if err == nil {
+		q.s.book.forget(component, moved)
+	}
 	return n, err
 }
 

@@ -17,12 +17,16 @@
 //	queue     sequence = queue IDs; one nested bucket per component:
 //	  rows    id → row                           (ID order = FIFO)
 //	  parts   sender \x00 id → attempts          (partition index: Claim seeks)
-//	  leases  sender → expiry, claimed-up-to id, owner
+//	  leases  (empty; from older versions, cleared at open)
 //	  dedupe  sender \x00 stanza id → time; dedupet time, sender \x00 id → nil
 //	  dead    id → row with attempts and reason
 //	  meta    rows, bytes, dead counters         (O(1) limit checks)
 //
 // Integers in keys are big-endian so that byte order is numeric order.
+// Partition leases live in memory (leases.go): the file lock makes this
+// process the only user and leases mean nothing after a restart, so a Claim
+// is a read transaction and writes nothing (no fsync); attempts counted in
+// this run are written with a row when it leaves for the dead letters.
 // A lease's claimed-up-to id replaces per-row claim marks: within one lease
 // rows are claimed in ID order per partition, so the claimed rows are exactly
 // the partition's rows up to that id. Release deletes the lease; a takeover

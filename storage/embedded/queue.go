@@ -143,71 +143,62 @@ func pruneDedupe(c *comp, cutoff time.Time) error {
 // max unclaimed rows of each leased partition by seeking past its
 // claimed-up-to id. Its cost grows with senders and max, not with rows.
 func (q queue) Claim(ctx context.Context, component, owner string, leaseFor time.Duration, maxPartitions, max int) ([]storage.QueueItem, error) {
+	// Leases live in memory (leases.go): a Claim reads rows in a read
+	// transaction under the book's lock and writes nothing to the file.
+	book := &q.s.book
+	book.mu.Lock()
+	defer book.mu.Unlock()
 	var out []storage.QueueItem
-	err := q.s.update(ctx, "claim "+component, func(tx *bolt.Tx) error {
+	err := q.s.view(ctx, "claim "+component, func(tx *bolt.Tx) error {
 		out = nil
 		c, err := openComp(tx, component, false)
 		if err != nil || c == nil {
 			return err
 		}
+		cl := book.comp(component)
 		now := time.Now()
 		expiry := now.Add(leaseFor).UnixNano()
-
-		type held struct {
-			sender []byte
-			lease  lease
-		}
-		var mine []held
-		have := map[string]bool{}
-		var stale [][]byte // expired leases of others on empty partitions
 		pc := c.parts.Cursor()
-		partitionEmpty := func(sender []byte) bool {
-			prefix := joinKey(string(sender), nil)
+		partitionEmpty := func(sender string) bool {
+			prefix := joinKey(sender, nil)
 			k, _ := pc.Seek(prefix)
 			return !hasPrefix(k, prefix)
 		}
 
-		lc := c.leases.Cursor()
-		for k, v := lc.First(); k != nil; k, v = lc.Next() {
-			l, err := decodeLease(v)
-			if err != nil {
-				return fmt.Errorf("lease %q: %w", k, err)
-			}
+		type held struct {
+			sender string
+			lease  *lease
+		}
+		var mine []held
+		have := map[string]bool{}
+		for s, l := range cl.bySender {
 			switch {
 			case l.owner == owner:
-				mine = append(mine, held{bytes.Clone(k), l})
-				have[string(k)] = true
-			case l.expiry <= now.UnixNano() && partitionEmpty(k):
-				stale = append(stale, bytes.Clone(k))
+				mine = append(mine, held{s, l})
+				have[s] = true
+			case l.expiry <= now.UnixNano() && partitionEmpty(s):
+				delete(cl.bySender, s) // an expired lease on an empty partition
 			}
 		}
-		for _, k := range stale {
-			if err := c.leases.Delete(k); err != nil {
-				return err
-			}
-		}
+		slices.SortFunc(mine, func(a, b held) int { return strings.Compare(a.sender, b.sender) })
 
 		// Take free and expired partitions up to the cap.
 		for k, _ := pc.First(); k != nil && (maxPartitions <= 0 || len(mine) < maxPartitions); k, _ = pc.Seek(afterPrefix(k[:len(k)-9])) {
 			if len(k) < 9 {
 				return fmt.Errorf("partition key %q: %w", k, errCorrupt)
 			}
-			sender := k[:len(k)-9]
-			if have[string(sender)] {
+			sender := string(k[:len(k)-9])
+			if have[sender] {
 				continue
 			}
-			if v := c.leases.Get(sender); v != nil {
-				l, err := decodeLease(v)
-				if err != nil {
-					return fmt.Errorf("lease %q: %w", sender, err)
-				}
-				if l.expiry > now.UnixNano() {
-					continue // another owner's live lease
-				}
+			if l := cl.bySender[sender]; l != nil && l.expiry > now.UnixNano() {
+				continue // another owner's live lease
 			}
-			sender = bytes.Clone(sender)
-			mine = append(mine, held{sender, lease{owner: owner}})
-			have[string(sender)] = true
+			// free, or taken over from an expired owner: hand its rows out afresh
+			l := &lease{owner: owner}
+			cl.bySender[sender] = l
+			mine = append(mine, held{sender, l})
+			have[sender] = true
 		}
 
 		// Candidates: the first max unclaimed rows of each partition.
@@ -217,17 +208,22 @@ func (q queue) Claim(ctx context.Context, component, owner string, leaseFor time
 			att  int32
 		}
 		var cands []cand
-		var release []int
 		for i, h := range mine {
-			prefix := joinKey(string(h.sender), nil)
+			prefix := joinKey(h.sender, nil)
 			k, _ := pc.Seek(prefix)
 			if !hasPrefix(k, prefix) {
-				release = append(release, i)
+				delete(cl.bySender, h.sender) // empty partition: release it
+				mine[i].lease = nil
 				continue
 			}
 			n := 0
-			for k, v := pc.Seek(idKey(string(h.sender), h.lease.upTo+1)); hasPrefix(k, prefix) && n < max; k, v = pc.Next() {
-				cands = append(cands, cand{binary.BigEndian.Uint64(k[len(prefix):]), int32(i), int32(attemptsOf(v))})
+			for k, v := pc.Seek(idKey(h.sender, h.lease.upTo+1)); hasPrefix(k, prefix) && n < max; k, v = pc.Next() {
+				id := binary.BigEndian.Uint64(k[len(prefix):])
+				att, ok := cl.attempts[id]
+				if !ok {
+					att = attemptsOf(v)
+				}
+				cands = append(cands, cand{id, int32(i), int32(att)})
 				n++
 			}
 		}
@@ -249,29 +245,15 @@ func (q queue) Claim(ctx context.Context, component, owner string, leaseFor time
 				return err
 			}
 			it.Attempts = int(cd.att) + 1
-			if err := c.parts.Put(idKey(it.Sender, cd.id), attemptsValue(it.Attempts)); err != nil {
-				return err
-			}
-			if h := &mine[cd.part]; cd.id > h.lease.upTo {
+			cl.attempts[cd.id] = it.Attempts
+			if h := mine[cd.part]; h.lease != nil && cd.id > h.lease.upTo {
 				h.lease.upTo = cd.id
 			}
 			out = append(out, it)
 		}
-
-		for _, i := range release {
-			if err := c.leases.Delete(mine[i].sender); err != nil {
-				return err
-			}
-			mine[i].sender = nil
-		}
 		for _, h := range mine {
-			if h.sender == nil {
-				continue
-			}
-			h.lease.expiry = expiry
-			h.lease.owner = owner
-			if err := c.leases.Put(h.sender, h.lease.encode()); err != nil {
-				return err
+			if h.lease != nil {
+				h.lease.expiry = expiry
 			}
 		}
 		return nil
@@ -287,7 +269,7 @@ func (q queue) Ack(ctx context.Context, component string, ids []int64) error {
 	if len(ids) == 0 {
 		return q.s.check(ctx)
 	}
-	return q.s.update(ctx, "ack "+component, func(tx *bolt.Tx) error {
+	err := q.s.update(ctx, "ack "+component, func(tx *bolt.Tx) error {
 		c, err := openComp(tx, component, false)
 		if err != nil || c == nil {
 			return err
@@ -314,6 +296,14 @@ func (q queue) Ack(ctx context.Context, component string, ids []int64) error {
 		}
 		return c.saveCounters()
 	})
+	if err == nil {
+		gone := make([]uint64, len(ids))
+		for i, id := range ids {
+			gone[i] = uint64(id)
+		}
+		q.s.book.forget(component, gone)
+	}
+	return err
 }
 
 // Release deletes owner's leases on component and wakes its subscribers:
@@ -323,37 +313,18 @@ func (q queue) Release(ctx context.Context, component, owner string) error {
 }
 
 func (q queue) ReleasePrefix(ctx context.Context, component, prefix string) error {
-	return q.release(ctx, component, func(o string) bool { return strings.HasPrefix(o, prefix) })
+	return q.release(ctx, component, hasOwnerPrefix(prefix))
 }
 
 // release drops the leases of the owners that match.
 func (q queue) release(ctx context.Context, component string, match func(owner string) bool) error {
-	released := false
-	err := q.s.update(ctx, "release "+component, func(tx *bolt.Tx) error {
-		released = false
-		c, err := openComp(tx, component, false)
-		if err != nil || c == nil {
-			return err
-		}
-		var keys [][]byte
-		lc := c.leases.Cursor()
-		for k, v := lc.First(); k != nil; k, v = lc.Next() {
-			if l, err := decodeLease(v); err == nil && match(l.owner) {
-				keys = append(keys, bytes.Clone(k))
-			}
-		}
-		for _, k := range keys {
-			if err := c.leases.Delete(k); err != nil {
-				return err
-			}
-		}
-		released = len(keys) > 0
-		return nil
-	})
-	if err == nil && released {
+	if err := q.s.check(ctx); err != nil {
+		return wrap("release "+component, err)
+	}
+	if q.s.book.release(component, match) {
 		q.s.subs.notify(component)
 	}
-	return err
+	return nil
 }
 
 // Subscribe registers an in-process subscriber: a single node owns the file,

@@ -102,29 +102,12 @@ func rowSender(v []byte) (sender []byte, stanzaLen int, err error) {
 	return sender, len(v), nil
 }
 
-// A lease value: expiry (8 bytes Unix ns), claimed-up-to id (8), owner.
+// A lease on a partition (kept in memory, leases.go): expiry (Unix ns),
+// the highest row id handed to the owner, the owner.
 type lease struct {
 	expiry int64
 	upTo   uint64
 	owner  string
-}
-
-func (l lease) encode() []byte {
-	b := make([]byte, 0, 16+len(l.owner))
-	b = binary.BigEndian.AppendUint64(b, uint64(l.expiry))
-	b = binary.BigEndian.AppendUint64(b, l.upTo)
-	return append(b, l.owner...)
-}
-
-func decodeLease(v []byte) (lease, error) {
-	if len(v) < 16 {
-		return lease{}, fmt.Errorf("lease: %w", errCorrupt)
-	}
-	return lease{
-		expiry: int64(binary.BigEndian.Uint64(v)),
-		upTo:   binary.BigEndian.Uint64(v[8:]),
-		owner:  string(v[16:]),
-	}, nil
 }
 
 // comp is one component's buckets and counters inside one write transaction.

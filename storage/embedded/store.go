@@ -36,6 +36,7 @@ type Store struct {
 	path   string
 	closed atomic.Bool
 	subs   notifier
+	book   leaseBook // queue leases and claim counts (in memory)
 }
 
 var _ storage.Store = (*Store)(nil)
