@@ -223,14 +223,15 @@ func (q queue) Enqueue(ctx context.Context, items []storage.QueueItem, limits fu
 	for _, c := range notify {
 		q.s.listener.signal(c)
 	}
-	q.pruneDedupe(ctx, comps, lim)
+	q.pruneDedupe(comps, lim)
 	return results, nil
 }
 
 // pruneDedupe deletes dedupe rows older than the window, at most once per
-// prunePeriod per component and store. Failure is only logged: stale rows
-// are ignored by the lookup anyway.
-func (q queue) pruneDedupe(ctx context.Context, comps []string, lim map[string]storage.QueueLimits) {
+// prunePeriod per component and store, in the background: the caller (the
+// node's committer) goes on with the next batch. Failure is only logged:
+// stale rows are ignored by the lookup anyway.
+func (q queue) pruneDedupe(comps []string, lim map[string]storage.QueueLimits) {
 	now := time.Now()
 	var due []string
 	q.s.pruneMu.Lock()
@@ -240,7 +241,21 @@ func (q queue) pruneDedupe(ctx context.Context, comps []string, lim map[string]s
 			due = append(due, c)
 		}
 	}
+	if len(due) == 0 || q.s.closed.Load() {
+		q.s.pruneMu.Unlock()
+		return
+	}
+	q.s.pruning.Add(1) // under pruneMu: Close's Wait sees it or closed was set first
 	q.s.pruneMu.Unlock()
+	go func() {
+		defer q.s.pruning.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		q.prune(ctx, due, lim)
+	}()
+}
+
+func (q queue) prune(ctx context.Context, due []string, lim map[string]storage.QueueLimits) {
 	for _, c := range due {
 		tag, err := q.s.pool.Exec(ctx, `DELETE FROM queue_dedupe WHERE component = $1 AND at < now() - $2::bigint * interval '1 microsecond'`,
 			c, micros(lim[c].DedupeWindow))

@@ -75,6 +75,7 @@ type Store struct {
 
 	pruneMu   sync.Mutex
 	lastPrune map[string]time.Time // component -> last dedupe pruning
+	pruning   sync.WaitGroup       // background prunes; Close waits for them
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -174,6 +175,9 @@ func (s *Store) Close() error {
 		return storage.ErrClosed
 	}
 	s.listener.stop()
+	s.pruneMu.Lock() // closed is set: no prune starts after this
+	s.pruneMu.Unlock()
+	s.pruning.Wait()
 	s.pool.Close()
 	return nil
 }
