@@ -49,7 +49,7 @@ hello:
 	@echo "xcollect: domain localhost — c2s STARTTLS $(C2S), direct TLS $(C2S_TLS), components $(COMPONENT), HTTP :5280"
 	@echo "  log in:        demo@localhost / password demo (self-signed certificate: accept it in your client)"
 	@echo "                 e.g. echo hi | go-sendxmpp -u demo@localhost -p demo -j 127.0.0.1:5222 -n demo@localhost"
-	@echo "  add a user:    stop the node (Ctrl-C), then: $(BIN) user add alice@localhost --config $(DATA)/xcollect.yaml"
+	@echo "  add a user:    $(BIN) user add alice@localhost --config $(DATA)/xcollect.yaml   (also while the node runs)"
 	@echo "  processor:     XEP-0114 component collector.localhost, secret collector-secret, port 5347"
 	@echo "                 e.g. $(BIN) process --addr 127.0.0.1:5347 --jid collector.localhost --secret collector-secret"
 	@echo "  3-node cluster on Postgres: deployments/local-cluster.sh (README.md, 'A cluster of three nodes')"

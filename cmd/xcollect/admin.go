@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -15,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"mellium.im/xmpp/jid"
 
+	"xcollect.dev/xcollect/internal/adminsock"
 	"xcollect.dev/xcollect/storage"
 	"xcollect.dev/xcollect/storage/postgres"
 )
@@ -27,8 +29,9 @@ const userHelp = `xcollect user — manage accounts in the configured store
   xcollect user list [DOMAIN]
 
 Passwords are stored only as SCRAM-SHA-1 and SCRAM-SHA-256 salted keys.
-The embedded store is one process's file: stop a running node first, or
-use Postgres (storage.postgres.dsn) to manage users while nodes run.`
+While a node runs on the embedded store (one process's file), these
+commands reach it through its admin socket (data_dir/admin.sock, mode
+0600); on Postgres they use the database directly.`
 
 func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -47,12 +50,20 @@ func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	var users storage.UserStore
 	store, _, err := openStore(ctx, f, zerolog.Nop())
 	if err != nil {
-		return err
+		// The embedded store is held by a running node: use its socket.
+		remote, derr := adminsock.Dial(filepath.Join(f.DataDir, adminsock.FileName))
+		if f.Storage.Postgres.DSN != "" || derr != nil {
+			return err
+		}
+		fmt.Fprintln(stderr, "xcollect: the node running on", f.DataDir, "holds the store: using its admin socket")
+		users = remote
+	} else {
+		defer store.Close()
+		users = store.Users()
 	}
-	defer store.Close()
-	users := store.Users()
 	bareArg := func() (string, error) {
 		if fs.NArg() != 1 {
 			return "", fmt.Errorf("user %s: give exactly one USER@DOMAIN", sub)

@@ -13,6 +13,7 @@ import (
 
 	"xcollect.dev/xcollect/cluster"
 	"xcollect.dev/xcollect/component"
+	"xcollect.dev/xcollect/internal/adminsock"
 	"xcollect.dev/xcollect/internal/certs"
 	"xcollect.dev/xcollect/internal/config"
 	"xcollect.dev/xcollect/server"
@@ -150,6 +151,15 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	stops = append(stops, func() { <-httpDone })
+	if f.Storage.Postgres.DSN == "" {
+		// `xcollect user …` cannot open the embedded file while we hold it.
+		sockDone, err := adminsock.Serve(ctx, filepath.Join(f.DataDir, adminsock.FileName), store.Users(), log)
+		if err != nil {
+			stopAll()
+			return err
+		}
+		stops = append(stops, func() { <-sockDone })
+	}
 	log.Info().Strs("domains", f.Domains).Str("store", kind).Str("c2s", *f.Listeners.C2S).
 		Str("c2s_tls", *f.Listeners.C2STLS).Str("component", *f.Listeners.Component).
 		Int("components", len(f.Components)).Msg("xcollect node started")
