@@ -35,6 +35,7 @@ type c2sConn struct {
 	streamID   string
 	lang       string
 	saslSt     *saslState
+	streams    int // stream headers answered on this connection
 }
 
 // errClosed is returned after the connection was closed with a stream error.
@@ -129,7 +130,7 @@ func (c *c2sConn) openStream() error {
 	case h.Version != "1.0":
 		return c.fail(wire.UnsupportedVersion, "only version 1.0 is supported")
 	}
-	if c.srv.cfg.Steer != nil && !c.sentHeader {
+	if c.srv.cfg.Steer != nil && c.streams == 0 { // only the first stream of a connection
 		if host, ok := c.srv.cfg.Steer(); ok {
 			c.srv.stats.StreamErrors.Add(1)
 			b := wire.StreamHeader(wire.NSClient, c.domain, "", randomID(8))
@@ -140,6 +141,7 @@ func (c *c2sConn) openStream() error {
 		}
 	}
 	c.lang = h.Lang
+	c.streams++
 	c.streamID = randomID(8)
 	// RFC 6120 §4.7.2: 'to' echoes the client's 'from' when it gave one.
 	to := ""
@@ -244,6 +246,7 @@ func (c *c2sConn) startTLS() error {
 	c.ir.conn = tc
 	c.br = bufio.NewReaderSize(c.ir, 4096)
 	c.secure = true
+	c.sentHeader = false // a new stream: an error before our header needs one
 	return c.openStream()
 }
 

@@ -435,3 +435,55 @@ func TestWhitespaceKeepaliveAndDomainIsolation(t *testing.T) {
 		t.Fatalf("cross-domain login: %q", got)
 	}
 }
+
+// TestConflictKeepsPresenceAndStopsOldSession: a session replaced by a new
+// one for the same full JID stops routing at once, and contacts get no
+// unavailable presence for the resource that is still alive.
+func TestConflictKeepsPresenceAndStopsOldSession(t *testing.T) {
+	n := startNode(t, func(c *server.Config) { c.RequireTLS = false })
+	n.addUser(t, "alice@example.com", "a")
+	n.addUser(t, "bob@example.com", "b")
+	b, _ := dialMellium(t, n.addr, "bob@example.com/b", "b", sasl.ScramSha256)
+	b.send("<presence/>")
+	old := dialRaw(t, n.addr)
+	old.login("alice", "example.com", "a", "phone")
+	old.write("<presence/>")
+	// bob subscribes to alice's presence
+	b.send("<presence to='alice@example.com' type='subscribe'/>")
+	old.readUntil("type='subscribe'", 5*time.Second)
+	old.write("<presence to='bob@example.com' type='subscribed'/>")
+	b.expect(`type="subscribed"`)
+	b.expect("<presence", `from="alice@example.com/phone"`)
+	// the same resource logs in again; the old one keeps its TCP open
+	fresh := dialRaw(t, n.addr)
+	fresh.login("alice", "example.com", "a", "phone")
+	fresh.write("<presence/>")
+	old.readUntil("conflict", 5*time.Second)
+	old.write("<message to='bob@example.com' id='late'><body>from the replaced session</body></message>")
+	b.expectNone(500*time.Millisecond, "from the replaced session")
+	b.expectNone(2500*time.Millisecond, `type="unavailable"`)
+}
+
+// TestDeniedRequestLeavesNoRosterItem: a subscription request the contact
+// denies never shows up in the contact's roster (RFC 6121 §3.2).
+func TestDeniedRequestLeavesNoRosterItem(t *testing.T) {
+	n := startNode(t, nil)
+	n.addUser(t, "alice@example.com", "a")
+	n.addUser(t, "bob@example.com", "b")
+	a, _ := dialMellium(t, n.addr, "alice@example.com/a", "a", sasl.ScramSha256)
+	b, _ := dialMellium(t, n.addr, "bob@example.com/b", "b", sasl.ScramSha256)
+	a.send("<presence/>")
+	b.send("<presence/>")
+	a.send("<presence to='bob@example.com' type='subscribe'/>")
+	b.expect(`type="subscribe"`)
+	b.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
+	if got := b.expect(`id="r1"`); strings.Contains(got, "alice@example.com") {
+		t.Fatalf("a pending request shows in the roster: %s", got)
+	}
+	b.send("<presence to='alice@example.com' type='unsubscribed'/>")
+	a.expect(`type="unsubscribed"`)
+	b.send("<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>")
+	if got := b.expect(`id="r2"`); strings.Contains(got, "alice@example.com") {
+		t.Fatalf("a denied request left a roster item: %s", got)
+	}
+}

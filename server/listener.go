@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 )
 
@@ -93,13 +94,25 @@ type idleReader struct {
 	idle        time.Duration
 	pingTimeout time.Duration
 	onIdle      func()
+	// closeAt (Unix ns, 0 = open) is the fixed deadline of a session that
+	// is being closed with a stream error: never extended, never pinged.
+	closeAt atomic.Int64
+}
+
+// closeBy makes reads fail at t at the latest, and interrupts a blocked one.
+func (r *idleReader) closeBy(t time.Time) {
+	r.closeAt.Store(t.UnixNano())
+	_ = r.conn.SetReadDeadline(t) // fails only on a closed conn, which is what we want
 }
 
 func (r *idleReader) Read(p []byte) (int, error) {
 	pinged := false
 	for {
 		var dl time.Time
+		closing := r.closeAt.Load()
 		switch {
+		case closing != 0:
+			dl = time.Unix(0, closing)
 		case r.idle == 0:
 			dl = r.deadline
 		case pinged:
@@ -115,7 +128,7 @@ func (r *idleReader) Read(p []byte) (int, error) {
 			return n, err
 		}
 		var ne net.Error
-		if r.idle > 0 && !pinged && errors.As(err, &ne) && ne.Timeout() {
+		if r.idle > 0 && !pinged && r.closeAt.Load() == 0 && errors.As(err, &ne) && ne.Timeout() {
 			pinged = true
 			r.onIdle()
 			continue

@@ -316,12 +316,22 @@ func (s *Server) subscription(user, contact jid.JID, typ, _ string) {
 	if !uok && typ != "subscribe" {
 		return
 	}
-	if !sameItem(before, u) || !uok {
+	switch {
+	case typ == "unsubscribed" && isPendingOnly(before) && isEmptyItem(u):
+		// A denied request whose item only held the request: it was never
+		// in the user's visible roster, so it just goes (RFC 6121 §3.2).
+		if err := ros.DeleteRosterItem(ctx, ub, cb); err != nil {
+			s.log.Warn().Err(err).Str("jid", ub).Msg("delete roster item")
+			return
+		}
+	case !sameItem(before, u) || !uok:
 		if err := ros.PutRosterItem(ctx, ub, u); err != nil {
 			s.log.Warn().Err(err).Str("jid", ub).Msg("store roster item")
 			return
 		}
-		s.rosterPush(ub, itemXML(u))
+		if !isPendingOnly(u) {
+			s.rosterPush(ub, itemXML(u))
+		}
 	}
 	if typ == "subscribed" {
 		// the user's resources tell the new subscriber where they are
@@ -422,6 +432,19 @@ func (s *Server) unavailableTo(from, to string) {
 		}
 		s.deliverPresence(tj, presenceStanza(el.Get("from"), to, "unavailable"))
 	})
+}
+
+// isPendingOnly reports whether an item exists only to remember an inbound
+// subscription request: it is not shown in the roster (RFC 6121 §3.1.3:
+// the request is not a roster item) until the user answers.
+func isPendingOnly(it storage.RosterItem) bool {
+	return it.PendingIn && isEmptyItem(storage.RosterItem{JID: it.JID, Subscription: it.Subscription, Ask: it.Ask, Name: it.Name, Groups: it.Groups})
+}
+
+// isEmptyItem reports whether an item carries nothing: no subscription in
+// either direction, no pending request, no name, no groups.
+func isEmptyItem(it storage.RosterItem) bool {
+	return (it.Subscription == "" || it.Subscription == storage.SubNone) && !it.Ask && !it.PendingIn && it.Name == "" && len(it.Groups) == 0
 }
 
 func sameItem(a, b storage.RosterItem) bool {

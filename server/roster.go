@@ -64,7 +64,9 @@ func (s *Server) handleRoster(sess *Session, st *stanza) {
 		}
 		out := rosterQuery{}
 		for _, it := range items {
-			out.Items = append(out.Items, itemXML(it))
+			if !isPendingOnly(it) {
+				out.Items = append(out.Items, itemXML(it))
+			}
 		}
 		sess.mu.Lock()
 		sess.rosterRequested = true

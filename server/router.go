@@ -208,6 +208,9 @@ func (s *Server) deliverToUser(st *stanza, done func()) {
 						s.storeOffline(st, bare, done)
 						return
 					}
+					if st.name == "iq" {
+						s.bounce(st, "cancel", "service-unavailable", "") // RFC 6120 §8.2.3: always an answer
+					}
 					done()
 				})
 				return
@@ -287,7 +290,7 @@ func (s *Server) deliverAll(targets []resource, raw func(resource) []byte, done 
 		if delivered.Load() {
 			done()
 		} else if !s.spawn(func() { fallback(done) }) {
-			done() // shutting down: the session is going away anyway
+			fallback(done) // shutting down: store it here rather than drop it
 		}
 	}
 	for _, r := range targets {
@@ -334,7 +337,21 @@ func (s *Server) storeOffline(st *stanza, bare string, done func()) {
 // ended first): messages go to offline storage, nothing is lost silently.
 func (s *Server) undeliverable(full string, raw []byte) {
 	el, err := parseElement(raw)
-	if err != nil || el.Name.Local != "message" {
+	if err != nil {
+		return
+	}
+	if el.Name.Local == "iq" && (el.Get("type") == "get" || el.Get("type") == "set") {
+		// an IQ request always gets an answer (RFC 6120 §8.2.3)
+		if from, err := jid.Parse(el.Get("from")); err == nil {
+			st := &stanza{name: "iq", typ: el.Get("type"), id: el.Get("id"), from: from, el: el}
+			if to, err := jid.Parse(full); err == nil {
+				st.to = to
+			}
+			s.bounce(st, "cancel", "service-unavailable", "")
+		}
+		return
+	}
+	if el.Name.Local != "message" {
 		return
 	}
 	j, err := jid.Parse(full)
@@ -400,6 +417,7 @@ func (s *Server) deliverFromPeer(to string, raw []byte, ack func()) {
 					if err == nil {
 						ack()
 					} else if !s.spawn(func() { s.undeliverable(to, raw); ack() }) {
+						s.undeliverable(to, raw) // shutting down: store it here rather than drop it
 						ack()
 					}
 				})
@@ -416,6 +434,7 @@ func (s *Server) deliverFromPeer(to string, raw []byte, ack func()) {
 		s.undeliverable(to, raw)
 		ack()
 	}) {
+		s.undeliverable(to, raw) // shutting down: store it here rather than drop it
 		ack()
 	}
 }

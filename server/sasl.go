@@ -240,6 +240,7 @@ func (c *c2sConn) authSucceeded(local string, final []byte) error {
 	}
 	c.user = local
 	c.authn = true
+	c.sentHeader = false // the stream restarts
 	c.log.Debug().Str("user", local+"@"+c.domain).Str("mechanism", c.saslSt.mech).Msg("authenticated")
 	return c.openStream()
 }

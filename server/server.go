@@ -53,14 +53,19 @@ type Server struct {
 	authFail   failLimiter
 	stats      Stats
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	mu     sync.Mutex // guards closed, listeners
-	closed bool
-	lns    []net.Listener
-	addrs  map[string]net.Addr
-	conns  map[net.Conn]struct{} // every accepted connection, closed at shutdown
+	// ctx bounds store calls and lives until Shutdown has drained the
+	// sessions (so their unacked stanzas still reach offline storage);
+	// loops ends the background loops when Shutdown starts.
+	ctx       context.Context
+	cancel    context.CancelFunc
+	loops     context.Context
+	stopLoops context.CancelFunc
+	wg        sync.WaitGroup
+	mu        sync.Mutex // guards closed, listeners
+	closed    bool
+	lns       []net.Listener
+	addrs     map[string]net.Addr
+	conns     map[net.Conn]struct{} // every accepted connection, closed at shutdown
 }
 
 // Stats are counters of a running server, read with atomic loads.
@@ -94,6 +99,7 @@ func New(cfg Config, store storage.Store) (*Server, error) {
 	s.smDetached.init(2 * cfg.SMResumeTimeout)
 	s.authFail.init(cfg.AuthFailuresBeforeDelay, cfg.AuthFailureWindow)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.loops, s.stopLoops = context.WithCancel(s.ctx)
 	return s, nil
 }
 
@@ -142,7 +148,7 @@ func (s *Server) Start() error {
 		}
 	}
 	s.spawn(s.offlineExpiryLoop)
-	s.spawn(s.authFail.pruneLoop(s.ctx))
+	s.spawn(s.authFail.pruneLoop(s.loops))
 	return nil
 }
 
@@ -165,7 +171,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closed = true
 	s.mu.Unlock()
 	s.closeListeners()
-	s.cancel()
+	s.stopLoops()
+	// s.ctx stays alive until the sessions are gone: ending them stores
+	// their unacked stanzas offline.
+	defer s.cancel()
 	for _, sess := range s.sessions.all() {
 		sess.closeWithError(closeShutdown, "system-shutdown", "")
 	}
@@ -228,14 +237,14 @@ func (s *Server) offlineExpiryLoop() {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		n, err := s.store.Offline().ExpireOffline(s.ctx, time.Now().Add(-s.cfg.OfflineExpiry))
-		if err != nil && s.ctx.Err() == nil {
+		n, err := s.store.Offline().ExpireOffline(s.loops, time.Now().Add(-s.cfg.OfflineExpiry))
+		if err != nil && s.loops.Err() == nil {
 			s.log.Warn().Err(err).Msg("expire offline messages")
 		} else if n > 0 {
 			s.log.Info().Int("count", n).Msg("expired offline messages")
 		}
 		select {
-		case <-s.ctx.Done():
+		case <-s.loops.Done():
 			return
 		case <-t.C:
 		}

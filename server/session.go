@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -67,7 +68,8 @@ type Session struct {
 	show, status    string
 	presence        []byte // last available presence, stamped from this resource
 	rosterRequested bool
-	sm              *smState // nil unless XEP-0198 is enabled
+	sm              *smState    // nil unless XEP-0198 is enabled
+	closing         atomic.Bool // set by closeWithError: the reader stops routing
 }
 
 func newSession(c *c2sConn, full jid.JID) *Session {
@@ -107,9 +109,14 @@ func (s *Session) send(b []byte, stanza bool) {
 		}
 		return
 	}
-	if len(s.out) >= s.srv.cfg.MaxOutQueue && s.c != nil {
+	if len(s.out) >= s.srv.cfg.MaxOutQueue {
+		attached := s.c != nil
 		s.mu.Unlock()
-		s.closeWithError(closeSlowConsumer, wire.PolicyViolation, "too many stanzas waiting: the client does not read")
+		if attached {
+			s.closeWithError(closeSlowConsumer, wire.PolicyViolation, "too many stanzas waiting: the client does not read")
+		}
+		// Detached (waiting for resumption) or too slow: messages go to
+		// offline storage instead of growing the queue without bound.
 		if stanza {
 			s.srv.undeliverable(s.full, b)
 		}
@@ -130,6 +137,7 @@ func (s *Session) closeWithError(reason closeReason, cond, text string) {
 		return
 	}
 	s.reason = reason
+	s.closing.Store(true)
 	if s.sm != nil {
 		s.sm.resumable = false
 	}
@@ -140,10 +148,10 @@ func (s *Session) closeWithError(reason closeReason, cond, text string) {
 	s.srv.stats.StreamErrors.Add(1)
 	s.log.Debug().Stringer("reason", reason).Str("condition", cond).Msg("closing session")
 	if c != nil {
-		// Unblock the reader; the writer still flushes the error first
-		// because closing only the read side is not possible on TLS, we
-		// give it a moment via a deadline.
-		_ = c.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		// The reader stops routing at once and its connection gets a fixed
+		// deadline (never extended by the idle ping), so the writer still
+		// flushes the error first.
+		c.ir.closeBy(time.Now().Add(2 * time.Second))
 	} else {
 		s.srv.endSession(s)
 	}
@@ -164,6 +172,9 @@ func (s *Session) attach(c *c2sConn) {
 	c.ir.onIdle = s.ping
 	s.mu.Lock()
 	s.c = c
+	if s.reason == closeWriteError || s.reason == closeTimeout || s.reason == closeReadError {
+		s.reason = closeNone // the previous connection's end; this one is fresh
+	}
 	wake, stop := make(chan struct{}, 1), make(chan struct{})
 	s.wake, s.stop = wake, stop
 	s.notify()
@@ -183,6 +194,9 @@ func (s *Session) readLoop(c *c2sConn) error {
 		el, err := c.dec.Next()
 		if err != nil {
 			return err
+		}
+		if s.closing.Load() {
+			return errClosed // closed with a stream error: nothing more is routed
 		}
 		switch el.Name.Space {
 		case wire.NSClient:
@@ -213,8 +227,11 @@ func (s *Session) connLost(c *c2sConn, err error) {
 		return
 	}
 	reason := s.reason
+	canResume := s.sm != nil && s.sm.resumable && s.srv.cfg.SMResumeTimeout > 0
 	s.mu.Unlock()
 	switch {
+	case reason == closeWriteError && canResume:
+		// the connection died under the writer: resumable like a read error
 	case reason != closeNone:
 	case errors.Is(err, wire.ErrStreamEnd):
 		reason = closeClientEnd
@@ -224,6 +241,8 @@ func (s *Session) connLost(c *c2sConn, err error) {
 	case errors.Is(err, wire.ErrNotWellFormed), errors.Is(err, wire.ErrRestricted):
 		s.closeWithError(closeNotWellFormed, wire.NotWellFormed, "")
 		reason = closeNotWellFormed
+	case isTimeout(err) && canResume:
+		reason = closeTimeout // a dead connection: park the session for resumption
 	case isTimeout(err):
 		s.closeWithError(closeTimeout, wire.ConnectionTimeout, "no answer to ping")
 		reason = closeTimeout
@@ -232,7 +251,8 @@ func (s *Session) connLost(c *c2sConn, err error) {
 	}
 	s.log.Debug().Stringer("reason", reason).Err(err).Msg("connection ended")
 	s.mu.Lock()
-	resumable := s.sm != nil && s.sm.resumable && reason == closeReadError && s.srv.cfg.SMResumeTimeout > 0
+	resumable := s.sm != nil && s.sm.resumable && s.srv.cfg.SMResumeTimeout > 0 &&
+		(reason == closeReadError || reason == closeWriteError || reason == closeTimeout)
 	if reason == closeClientEnd {
 		s.out = append(s.out, outItem{b: []byte("</stream:stream>"), final: true})
 		s.notify()
@@ -299,6 +319,23 @@ func (s *Session) writeLoop(c *c2sConn, wake, stop chan struct{}) {
 			}
 			if it.final {
 				final = true
+				if rest := items[i+1:]; len(rest) > 0 {
+					// Not written: endSession hands their stanzas to offline
+					// storage, or we do if it already ran.
+					s.mu.Lock()
+					ended := s.ended
+					if !ended {
+						s.out = append(append([]outItem(nil), rest...), s.out...)
+					}
+					s.mu.Unlock()
+					if ended {
+						for _, it := range rest {
+							if it.stanza {
+								s.srv.undeliverable(s.full, it.b)
+							}
+						}
+					}
+				}
 				break
 			}
 		}
@@ -325,6 +362,11 @@ func (s *Session) writeLoop(c *c2sConn, wake, stop chan struct{}) {
 func (s *Session) writeFailed(c *c2sConn, rest []outItem, err error) {
 	s.log.Debug().Err(err).Msg("write failed")
 	s.mu.Lock()
+	if s.c != c { // a stale writer of a connection already replaced
+		s.mu.Unlock()
+		c.conn.Close()
+		return
+	}
 	if s.reason == closeNone {
 		s.reason = closeWriteError
 	}
@@ -375,8 +417,9 @@ func (s *Server) endSession(s2 *Session) {
 		time.AfterFunc(2*time.Second, func() { c.conn.Close() })
 	}
 	s.smDetached.remove(s2)
-	s.unbind(s2)
-	if wasAvailable {
+	// A session replaced by a newer one for the same full JID (conflict)
+	// says nothing: its resource is alive.
+	if s.unbind(s2) && wasAvailable {
 		s.broadcastUnavailable(s2)
 	}
 	for _, b := range pending {

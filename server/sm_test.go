@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"regexp"
 	"strings"
 	"testing"
@@ -86,5 +87,35 @@ func TestStreamManagementAckIsBadH(t *testing.T) {
 	r.write("<a xmlns='urn:xmpp:sm:3' h='7'/>")
 	if got := r.readUntil("</stream:stream>", 5*time.Second); !strings.Contains(got, "undefined-condition") {
 		t.Fatalf("acking unsent stanzas: %s", got)
+	}
+}
+
+// TestShutdownKeepsUnackedMessages: stanzas a detached session holds
+// unacknowledged go to offline storage when the node shuts down.
+func TestShutdownKeepsUnackedMessages(t *testing.T) {
+	n := startNode(t, func(c *server.Config) { c.RequireTLS = false })
+	n.addUser(t, "alice@example.com", "a")
+	n.addUser(t, "bob@example.com", "b")
+	r := dialRaw(t, n.addr)
+	r.login("alice", "example.com", "a", "phone")
+	r.write("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+	r.readUntil("/>", 5*time.Second)
+	bob := dialRaw(t, n.addr)
+	bob.login("bob", "example.com", "b", "desk")
+	bob.write("<message to='alice@example.com/phone' id='k1'><body>keep me 1</body></message><message to='alice@example.com/phone' id='k2'><body>keep me 2</body></message>")
+	r.readUntil("keep me 2", 5*time.Second)
+	r.conn.Close() // unacked, detached
+	time.Sleep(200 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := n.store.Offline().FetchOffline(ctx, "alice@example.com", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 2 {
+		t.Fatalf("offline after shutdown: %d messages, want the 2 unacked", len(msgs))
 	}
 }

@@ -144,14 +144,20 @@ func (sm *smState) ack(h uint32) {
 	sm.unacked = append(sm.unacked[:0], sm.unacked[n:]...)
 }
 
-// smSent counts an outbound stanza the writer is about to write.
+// smSent counts an outbound stanza the writer is about to write. A client
+// that leaves more than SMMaxUnacked stanzas unacknowledged is closed.
 func (s *Session) smSent(b []byte) {
 	s.mu.Lock()
+	over := false
 	if sm := s.sm; sm != nil {
 		sm.outSent++
 		sm.unacked = append(sm.unacked, smItem{seq: sm.outSent, b: b})
+		over = len(sm.unacked) > s.srv.cfg.SMMaxUnacked
 	}
 	s.mu.Unlock()
+	if over {
+		s.closeWithError(closeSlowConsumer, wire.PolicyViolation, "too many stanzas not acknowledged (XEP-0198)")
+	}
 }
 
 // smWantsAck reports whether the writer should request an ack now.
@@ -176,7 +182,7 @@ func (sm *smState) unackedStanzas() [][]byte {
 
 // settleTimeout bounds how long a resumption waits for stanzas that were
 // received but are not yet handled (durable).
-const settleTimeout = 5 * time.Second
+const settleTimeout = 3 * time.Second
 
 // settleInbound waits until every stanza received on the old stream is
 // handled, so that the h of <resumed/> is exact; the client then resends
@@ -304,7 +310,10 @@ func (s *Server) resume(c *c2sConn, el *wire.Element) (done bool, err error) {
 	b = wire.AppendAttr(b, "previd", previd)
 	b = append(b, " h='"+strconv.FormatUint(uint64(inH), 10)+"'/>"...)
 	if err := c.write(b); err != nil {
-		c.conn.Close()
+		// park it again (detach re-arms the resumption timeout)
+		sess.mu.Lock()
+		sess.c = c
+		sess.mu.Unlock()
 		sess.detach(c)
 		return true, err
 	}

@@ -26,10 +26,12 @@ import (
 const (
 	peerTakeover = "@sm-takeover"
 	peerState    = "@sm-state"
+	peerDrop     = "@sm-drop" // a handed-over session nobody took: forget it
 )
 
-// takeoverTimeout bounds the wait for the owner's answer.
-const takeoverTimeout = 5 * time.Second
+// takeoverTimeout bounds the wait for the owner's answer; well above
+// settleTimeout, the owner's own wait for pending commits.
+const takeoverTimeout = 8 * time.Second
 
 type takeoverReq struct {
 	ID   string `json:"id"`
@@ -41,6 +43,7 @@ type takeoverReq struct {
 
 type takeoverResp struct {
 	Req       string   `json:"req"`
+	From      string   `json:"from"` // the owner node
 	OK        bool     `json:"ok"`
 	HSet      bool     `json:"h_set,omitempty"`
 	H         uint32   `json:"h,omitempty"` // handled count when !OK
@@ -141,7 +144,29 @@ func (s *Server) handlePeerControl(to string, b []byte) bool {
 				case ch <- resp: // buffered: the first answer is taken
 				default: // a duplicate answer; never block the link
 				}
+			} else if resp.OK && resp.From != "" {
+				// Nobody waits any more (the client got <failed/>): the
+				// owner gave the session up, so keep its stanzas offline and
+				// tell the owner to announce it gone.
+				s.spawn(func() {
+					for _, b := range resp.Resend {
+						s.undeliverable(resp.Full, b)
+					}
+					if err := s.cluster.Route(resp.From, peerDrop, []byte(resp.Full)); err != nil {
+						s.log.Warn().Err(err).Str("jid", resp.Full).Msg("drop a session nobody resumed")
+					}
+				})
 			}
+		}
+		return true
+	case peerDrop:
+		full := string(b)
+		if j, err := jid.Parse(full); err == nil && s.sessions.get(j.Bare().String(), j.Resourcepart()) == nil && s.cluster != nil {
+			s.cluster.Unpublish(full)
+			s.spawn(func() {
+				raw := wire.AppendAttr([]byte("<presence"), "from", full)
+				s.broadcast(j, append(raw, " type='unavailable'/>"...), noop)
+			})
 		}
 		return true
 	}
@@ -150,7 +175,7 @@ func (s *Server) handlePeerControl(to string, b []byte) bool {
 
 // giveAway detaches a local session for another node and returns its state.
 func (s *Server) giveAway(req takeoverReq) takeoverResp {
-	resp := takeoverResp{Req: req.Req}
+	resp := takeoverResp{Req: req.Req, From: s.cfg.NodeName}
 	sess := s.smDetached.get(req.ID)
 	if sess == nil || sess.bare != req.Bare {
 		s.smDetached.mu.Lock()

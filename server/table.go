@@ -100,13 +100,16 @@ func (s *Server) bind(sess *Session) {
 	}
 }
 
-// unbind removes sess from the table (if it is still there).
-func (s *Server) unbind(sess *Session) {
-	if s.sessions.remove(sess) {
-		s.stats.Sessions.Store(int64(s.sessions.count()))
-		sess.log.Info().Msg("session ended")
-		if s.cluster != nil {
-			s.cluster.Unpublish(sess.full)
-		}
+// unbind removes sess from the table if it is still there and reports
+// whether it was.
+func (s *Server) unbind(sess *Session) bool {
+	if !s.sessions.remove(sess) {
+		return false
 	}
+	s.stats.Sessions.Store(int64(s.sessions.count()))
+	sess.log.Info().Msg("session ended")
+	if s.cluster != nil {
+		s.cluster.Unpublish(sess.full)
+	}
+	return true
 }
