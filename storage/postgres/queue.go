@@ -241,11 +241,11 @@ func (q queue) pruneDedupe(comps []string, lim map[string]storage.QueueLimits) {
 			due = append(due, c)
 		}
 	}
-	if len(due) == 0 || q.s.closed.Load() {
+	if len(due) == 0 || q.s.pruneStopped {
 		q.s.pruneMu.Unlock()
 		return
 	}
-	q.s.pruning.Add(1) // under pruneMu: Close's Wait sees it or closed was set first
+	q.s.pruning.Add(1) // under pruneMu: Close's Wait sees it, or pruneStopped was set first
 	q.s.pruneMu.Unlock()
 	go func() {
 		defer q.s.pruning.Done()

@@ -76,6 +76,8 @@ type Store struct {
 	pruneMu   sync.Mutex
 	lastPrune map[string]time.Time // component -> last dedupe pruning
 	pruning   sync.WaitGroup       // background prunes; Close waits for them
+	// pruneStopped (under pruneMu) refuses new background prunes.
+	pruneStopped bool
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -175,7 +177,10 @@ func (s *Store) Close() error {
 		return storage.ErrClosed
 	}
 	s.listener.stop()
-	s.pruneMu.Lock() // closed is set: no prune starts after this
+	// No prune starts once pruneStopped is set; one that started called
+	// Add under the same lock, so Wait sees it.
+	s.pruneMu.Lock()
+	s.pruneStopped = true
 	s.pruneMu.Unlock()
 	s.pruning.Wait()
 	s.pool.Close()
