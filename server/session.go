@@ -40,9 +40,10 @@ func (r closeReason) String() string {
 
 // outItem is one entry of a session's outbound queue.
 type outItem struct {
-	b      []byte
-	stanza bool // counted by XEP-0198; nonzas (acks, stream errors) are not
-	final  bool // close the connection after writing it
+	b       []byte
+	stanza  bool // counted by XEP-0198; nonzas (acks, stream errors) are not
+	final   bool // close the connection after writing it
+	enabled bool // the <enabled/> answer: XEP-0198 counting starts after it
 }
 
 // Session is one bound client resource. Its connection has one reader (the
@@ -312,6 +313,8 @@ func (s *Session) writeLoop(c *c2sConn, wake, stop chan struct{}) {
 		for i, it := range items {
 			if it.stanza {
 				s.smSent(it.b)
+			} else if it.enabled {
+				s.smStartCounting()
 			}
 			if _, err := bw.Write(it.b); err != nil {
 				s.writeFailed(c, items[i+1:], err)

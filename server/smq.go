@@ -22,6 +22,7 @@ type smState struct {
 	ackWant bool
 	// outbound: stanzas written since <enable/> and those not yet acked.
 	outSent  uint32
+	counting bool // set once <enabled/> is written: stanzas before it are not counted
 	unacked  []smItem
 	rPending bool
 	timer    *time.Timer // resumption timeout while detached
@@ -99,7 +100,10 @@ func (s *Session) handleSM(el *wire.Element) bool {
 			s.srv.smDetached.add(sm.id, s)
 			b = append(b, " resume='true' max='"+strconv.Itoa(int(s.srv.cfg.SMResumeTimeout/time.Second))+"'"...)
 		}
-		s.send(append(b, "/>"...), false)
+		s.mu.Lock()
+		s.out = append(s.out, outItem{b: append(b, "/>"...), enabled: true})
+		s.notify()
+		s.mu.Unlock()
 	case "r":
 		s.mu.Lock()
 		if sm := s.sm; sm != nil {
@@ -149,7 +153,7 @@ func (sm *smState) ack(h uint32) {
 func (s *Session) smSent(b []byte) {
 	s.mu.Lock()
 	over := false
-	if sm := s.sm; sm != nil {
+	if sm := s.sm; sm != nil && sm.counting {
 		sm.outSent++
 		sm.unacked = append(sm.unacked, smItem{seq: sm.outSent, b: b})
 		over = len(sm.unacked) > s.srv.cfg.SMMaxUnacked
@@ -158,6 +162,16 @@ func (s *Session) smSent(b []byte) {
 	if over {
 		s.closeWithError(closeSlowConsumer, wire.PolicyViolation, "too many stanzas not acknowledged (XEP-0198)")
 	}
+}
+
+// smStartCounting runs when the writer wrote <enabled/>: the client counts
+// the stanzas that follow it, and so do we (XEP-0198 §4).
+func (s *Session) smStartCounting() {
+	s.mu.Lock()
+	if s.sm != nil {
+		s.sm.counting = true
+	}
+	s.mu.Unlock()
 }
 
 // smWantsAck reports whether the writer should request an ack now.

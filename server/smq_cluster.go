@@ -237,7 +237,7 @@ func (s *Server) resumeMoved(c *c2sConn, id string, st takeoverResp, h uint32) (
 	}
 	sess := newSession(c, full)
 	sess.c = nil
-	sess.sm = &smState{id: id, resumable: true, inH: st.InH, outSent: h}
+	sess.sm = &smState{id: id, resumable: true, counting: true, inH: st.InH, outSent: h}
 	sess.available, sess.priority, sess.show, sess.status = st.Available, st.Priority, st.Show, st.Status
 	sess.presence, sess.rosterRequested = st.Presence, st.Roster
 	for _, b := range st.Resend {
