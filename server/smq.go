@@ -350,9 +350,10 @@ type detachedTable struct {
 }
 
 type endedSM struct {
-	bare string
-	h    uint32
-	at   time.Time
+	bare    string
+	h       uint32
+	at      time.Time
+	movedTo string // the node the session was handed over to ("" = ended here)
 }
 
 // maxEndedSM bounds the memory of ended sessions' counters.
@@ -362,6 +363,24 @@ func (t *detachedTable) init(keep time.Duration) {
 	t.byID = make(map[string]*Session)
 	t.ended = make(map[string]endedSM)
 	t.keep = keep
+}
+
+// moved remembers that session id went to node (a later resume elsewhere
+// is forwarded there).
+func (t *detachedTable) moved(id, node string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.ended) >= maxEndedSM {
+		return // bounded: the request then gets <failed/>
+	}
+	t.ended[id] = endedSM{at: time.Now(), movedTo: node}
+}
+
+// movedTo returns the node session id was handed over to, if any.
+func (t *detachedTable) movedTo(id string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ended[id].movedTo
 }
 
 // failed returns the <failed/> answer to a resume of id by bare: with the
@@ -380,6 +399,7 @@ func (t *detachedTable) failed(id, bare string) []byte {
 func (t *detachedTable) add(id string, s *Session) {
 	t.mu.Lock()
 	t.byID[id] = s
+	delete(t.ended, id) // it lives here (again)
 	t.mu.Unlock()
 }
 

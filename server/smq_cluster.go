@@ -124,6 +124,13 @@ func (s *Server) handlePeerControl(to string, b []byte) bool {
 			// giveAway may wait for pending commits: not on the link's
 			// reader goroutine.
 			s.spawn(func() {
+				// A session that already moved on: the node that holds it
+				// now answers the requester directly.
+				if next := s.smDetached.movedTo(req.ID); next != "" && next != req.From && next != s.cfg.NodeName && s.smDetached.get(req.ID) == nil {
+					if err := s.cluster.Route(next, peerTakeover, b); err == nil {
+						return
+					}
+				}
 				resp := s.giveAway(req)
 				if out, err := json.Marshal(resp); err == nil {
 					if err := s.cluster.Route(req.From, peerState, out); err != nil {
@@ -224,6 +231,7 @@ func (s *Server) giveAway(req takeoverReq) takeoverResp {
 	if s.sessions.remove(sess) {
 		s.stats.Sessions.Store(int64(s.sessions.count()))
 	}
+	s.smDetached.moved(req.ID, req.From)
 	sess.log.Info().Str("node", req.From).Msg("session handed over for resumption on another node")
 	return resp
 }

@@ -341,6 +341,15 @@ func TestResumeOnAnotherNode(t *testing.T) {
 	}
 	_ = b.Send("<message to='" + a.JID + "' id='m5'><body>m5</body></message>")
 	expect(t, a2, ">m5<")
+	// It moves again, to node 2: node 1 (named in the id) forwards the
+	// request to node 3, which holds the session now.
+	a2.SetAutoAck(false)
+	_ = b.Send("<message to='" + a.JID + "' id='m6'><body>m6</body></message>")
+	expect(t, a2, ">m6<")
+	a2.Drop()
+	time.Sleep(200 * time.Millisecond)
+	a3 := xmpptest.DialC2S(t, nodes[1].c2s, "example.com", "alice", "pw", xmpptest.C2SOptions{Resume: &xmpptest.Resume{PrevID: a.SMID, H: a2.Received() - 1}})
+	expect(t, a3, ">m6<") // the client says it handled everything but m6
 	// a resume for a session whose owner no longer has it fails cleanly
 	_, err := xmpptest.TryDialC2S(nodes[1].c2s, "example.com", "alice", "pw", xmpptest.C2SOptions{Resume: &xmpptest.Resume{PrevID: "node9~gone", H: 0}})
 	if _, ok := err.(*xmpptest.ResumeFailed); !ok {

@@ -305,6 +305,7 @@ func (n *negotiator) resume(r *Resume) (*Conn, error) {
 	}
 	c := newConn(n.nc, wire.NSClient)
 	c.smOn = true
+	c.received = r.H // our count goes on from what we told the server
 	c.SMID = r.PrevID
 	c.ResumedH = uint32(h)
 	go c.readLoop(n.dec)
