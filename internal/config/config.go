@@ -136,11 +136,12 @@ func Load(path string) (File, error) {
 			return f, fmt.Errorf("config: %s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
 		}
 	}
-	if f.Storage.Postgres.DSN == "" {
-		f.Storage.Postgres.DSN = os.Getenv("XCOLLECT_POSTGRES_DSN")
+	// The environment overrides the file (secrets often come from it).
+	if v := os.Getenv("XCOLLECT_POSTGRES_DSN"); v != "" {
+		f.Storage.Postgres.DSN = v
 	}
-	if f.Cluster.Key == "" {
-		f.Cluster.Key = os.Getenv("XCOLLECT_CLUSTER_KEY")
+	if v := os.Getenv("XCOLLECT_CLUSTER_KEY"); v != "" {
+		f.Cluster.Key = v
 	}
 	return f.WithDefaults(), nil
 }
