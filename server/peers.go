@@ -81,7 +81,5 @@ func (s *Server) Conflict(full string) {
 // Undeliverable takes back a stanza a peer node could not deliver:
 // messages go to offline storage.
 func (s *Server) Undeliverable(to string, raw []byte) {
-	if !s.spawn(func() { s.undeliverable(to, raw) }) { // a store write: not on the link
-		s.undeliverable(to, raw) // shutting down: store it here rather than drop it
-	}
+	s.offload(func() { s.undeliverable(to, raw) }) // a store write: not on the link
 }

@@ -289,8 +289,8 @@ func (s *Server) deliverAll(targets []resource, raw func(resource) []byte, done 
 		}
 		if delivered.Load() {
 			done()
-		} else if !s.spawn(func() { fallback(done) }) {
-			fallback(done) // shutting down: store it here rather than drop it
+		} else {
+			s.offload(func() { fallback(done) })
 		}
 	}
 	for _, r := range targets {
@@ -416,9 +416,8 @@ func (s *Server) deliverFromPeer(to string, raw []byte, ack func()) {
 				err := s.cluster.RouteAcked(r.node, fwdPrefix+to, raw, func(err error) {
 					if err == nil {
 						ack()
-					} else if !s.spawn(func() { s.undeliverable(to, raw); ack() }) {
-						s.undeliverable(to, raw) // shutting down: store it here rather than drop it
-						ack()
+					} else {
+						s.offload(func() { s.undeliverable(to, raw); ack() })
 					}
 				})
 				if err == nil {
@@ -430,13 +429,7 @@ func (s *Server) deliverFromPeer(to string, raw []byte, ack func()) {
 	}
 	// The session is gone: store it like a local stanza that could not be
 	// written (off the link's reader: a store write), then confirm.
-	if !s.spawn(func() {
-		s.undeliverable(to, raw)
-		ack()
-	}) {
-		s.undeliverable(to, raw) // shutting down: store it here rather than drop it
-		ack()
-	}
+	s.offload(func() { s.undeliverable(to, raw); ack() })
 }
 
 // parseElement decodes one stanza's header from its bytes.

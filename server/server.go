@@ -134,6 +134,15 @@ func (s *Server) spawn(fn func()) bool {
 	return true
 }
 
+// offload runs fn on a server goroutine, off the caller's (a cluster link
+// reader, a commit callback), or inline once Shutdown began: work that
+// stores stanzas must not be dropped.
+func (s *Server) offload(fn func()) {
+	if !s.spawn(fn) {
+		fn()
+	}
+}
+
 // Start opens the listeners and the background loops.
 func (s *Server) Start() error {
 	if s.cfg.C2SAddr != "" {

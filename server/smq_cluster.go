@@ -155,7 +155,7 @@ func (s *Server) handlePeerControl(to string, b []byte) bool {
 				// Nobody waits any more (the client got <failed/>): the
 				// owner gave the session up, so keep its stanzas offline and
 				// tell the owner to announce it gone.
-				s.spawn(func() {
+				s.offload(func() {
 					for _, b := range resp.Resend {
 						s.undeliverable(resp.Full, b)
 					}
