@@ -202,3 +202,23 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// Main is the TestMain of a package whose tests run nodes: it builds the
+// binary into a temporary directory, stores its path in *bin, runs the
+// tests and removes the directory.
+func Main(m *testing.M, bin *string) {
+	dir, err := os.MkdirTemp("", "xcollect-test.")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*bin, err = Build(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir) //nolint:errcheck // best effort before exit
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir) //nolint:errcheck // best effort: a leftover temp dir is harmless
+	os.Exit(code)
+}
