@@ -453,6 +453,15 @@ func (c *Cluster) RouteAcked(node, to string, stanza []byte, done func(error)) e
 	return nil
 }
 
+// LinkUp reports whether node is an alive member with an open link to
+// this node: stanzas routed to it now are likely to arrive.
+func (c *Cluster) LinkUp(node string) bool {
+	c.mu.RLock()
+	l := c.links[node]
+	c.mu.RUnlock()
+	return l != nil && !l.isClosed() && c.isAlive(node)
+}
+
 func (c *Cluster) memberlist() *memberlist.Memberlist {
 	c.mu.RLock()
 	defer c.mu.RUnlock()

@@ -24,6 +24,11 @@ type Cluster interface {
 	// stored the stanza, done(err) when that is unknown. done must not
 	// block and is not called when RouteAcked returns an error.
 	RouteAcked(node, to string, stanza []byte, done func(error)) error
+	// Nodes returns the names of the alive nodes, this one included,
+	// sorted.
+	Nodes() []string
+	// Reachable reports whether node is alive and linked to this one.
+	Reachable(node string) bool
 	// Publish announces a local session (bound or presence changed).
 	Publish(PeerSession)
 	// Unpublish removes a local session from the directory.

@@ -17,8 +17,22 @@ func (s *Server) deliverOffline(ctx context.Context, sess *Session) {
 	if len(msgs) == 0 {
 		return
 	}
+	// Deleted only once queued (and copied to the standby, in a cluster).
+	copied := make(chan struct{}, len(msgs)) // never blocks a receipt
 	for _, m := range msgs {
-		sess.send(m.Stanza, true)
+		sess.sendThen(m.Stanza, func() { copied <- struct{}{} })
+	}
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+wait:
+	for range msgs {
+		select {
+		case <-copied:
+		case <-t.C: // a link that never answers fails its receipts when it closes
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	if err := s.store.Offline().DeleteOffline(ctx, sess.bare, msgs[len(msgs)-1].ID); err != nil {
 		s.log.Warn().Err(err).Str("jid", sess.bare).Msg("delete delivered offline messages")

@@ -70,6 +70,7 @@ func (s *Server) handleRoster(sess *Session, st *stanza) {
 		}
 		sess.mu.Lock()
 		sess.rosterRequested = true
+		sess.repLocked(&repMsg{Op: "pres", Pres: sess.presLocked()}, nil)
 		sess.mu.Unlock()
 		sess.send(iqResult(st, out), true)
 	case "set":

@@ -295,8 +295,7 @@ func (s *Server) deliverAll(targets []resource, raw func(resource) []byte, done 
 	}
 	for _, r := range targets {
 		if r.local != nil {
-			r.local.send(raw(r), true)
-			finish(true)
+			r.local.sendThen(raw(r), func() { finish(true) })
 			continue
 		}
 		if err := s.cluster.RouteAcked(r.node, r.full, raw(r), func(err error) { finish(err == nil) }); err != nil {
@@ -406,8 +405,7 @@ func (s *Server) deliverFromPeer(to string, raw []byte, ack func()) {
 	}
 	bare := j.Bare().String()
 	if sess := s.sessions.get(bare, j.Resourcepart()); sess != nil {
-		sess.send(raw, true)
-		ack()
+		sess.sendThen(raw, ack)
 		return
 	}
 	if !forwarded && s.cluster != nil {

@@ -50,6 +50,10 @@ type Server struct {
 	writers    sync.Pool // *bufio.Writer borrowed by session writers per burst
 	smDetached detachedTable
 	moves      takeovers
+	replicas   replicaTable  // copies of other nodes' sessions (cluster)
+	repDirty   atomic.Bool   // a session's copy needs a fresh snapshot
+	repSeq     atomic.Uint64 // numbers the snapshots sent to standbys
+	epoch      int64         // start time: tells a restarted node from the old one
 	authFail   failLimiter
 	stats      Stats
 
@@ -97,6 +101,9 @@ func New(cfg Config, store storage.Store) (*Server, error) {
 	s.sessions.init()
 	s.writers.New = func() any { return bufio.NewWriterSize(nil, 8192) }
 	s.smDetached.init(2 * cfg.SMResumeTimeout)
+	s.replicas.byID = make(map[string]*replica)
+	s.replicas.epochs = make(map[string]int64)
+	s.epoch = time.Now().UnixNano()
 	s.authFail.init(cfg.AuthFailuresBeforeDelay, cfg.AuthFailureWindow)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.loops, s.stopLoops = context.WithCancel(s.ctx)
@@ -158,6 +165,9 @@ func (s *Server) Start() error {
 	}
 	s.spawn(s.offlineExpiryLoop)
 	s.spawn(s.authFail.pruneLoop(s.loops))
+	if s.cluster != nil && s.cfg.SMResumeTimeout > 0 {
+		s.spawn(s.replicaLoop)
+	}
 	return nil
 }
 

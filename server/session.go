@@ -44,6 +44,7 @@ type outItem struct {
 	stanza  bool // counted by XEP-0198; nonzas (acks, stream errors) are not
 	final   bool // close the connection after writing it
 	enabled bool // the <enabled/> answer: XEP-0198 counting starts after it
+	counted bool // taken by the writer and kept in sm.unacked (countOutLocked)
 }
 
 // Session is one bound client resource. Its connection has one reader (the
@@ -101,13 +102,22 @@ func (s *Session) JID() jid.JID { return s.jid }
 
 // send queues a stanza (stanza=true) or nonza for the client. It never
 // blocks; a client that lets MaxOutQueue items pile up is disconnected.
-func (s *Session) send(b []byte, stanza bool) {
+func (s *Session) send(b []byte, stanza bool) { s.enqueue(b, stanza, nil) }
+
+// enqueue is send with an optional done (see sendThen), which runs once
+// whatever happens to the stanza.
+func (s *Session) enqueue(b []byte, stanza bool, done func()) {
+	waits := done != nil
+	if !waits {
+		done = noop
+	}
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
 		if stanza {
 			s.srv.undeliverable(s.full, b)
 		}
+		done()
 		return
 	}
 	if len(s.out) >= s.srv.cfg.MaxOutQueue {
@@ -121,12 +131,25 @@ func (s *Session) send(b []byte, stanza bool) {
 		if stanza {
 			s.srv.undeliverable(s.full, b)
 		}
+		done()
 		return
 	}
 	s.out = append(s.out, outItem{b: b, stanza: stanza})
 	s.notify()
+	copied := false
+	if stanza {
+		m := &repMsg{Op: "out", Out: [][]byte{b}}
+		if waits {
+			copied = s.repLocked(m, done)
+		} else {
+			s.repLocked(m, nil)
+		}
+	}
 	s.mu.Unlock()
 	s.srv.stats.StanzasOut.Add(1)
+	if !copied {
+		done()
+	}
 }
 
 // closeWithError ends the connection with a stream error. The session ends
@@ -288,7 +311,11 @@ func (s *Session) writeLoop(c *c2sConn, wake, stop chan struct{}) {
 		items := s.out
 		s.out = nil
 		ended := s.ended
+		over := s.countOutLocked(items)
 		s.mu.Unlock()
+		if over {
+			s.closeWithError(closeSlowConsumer, wire.PolicyViolation, "too many stanzas not acknowledged (XEP-0198)")
+		}
 		if len(items) == 0 {
 			if ended {
 				return
@@ -311,18 +338,13 @@ func (s *Session) writeLoop(c *c2sConn, wake, stop chan struct{}) {
 		}
 		final := false
 		for i, it := range items {
-			if it.stanza {
-				s.smSent(it.b)
-			} else if it.enabled {
-				s.smStartCounting()
-			}
 			if _, err := bw.Write(it.b); err != nil {
 				s.writeFailed(c, items[i+1:], err)
 				return
 			}
 			if it.final {
 				final = true
-				if rest := items[i+1:]; len(rest) > 0 {
+				if rest := uncounted(items[i+1:]); len(rest) > 0 {
 					// Not written: endSession hands their stanzas to offline
 					// storage, or we do if it already ran.
 					s.mu.Lock()
@@ -373,6 +395,9 @@ func (s *Session) writeFailed(c *c2sConn, rest []outItem, err error) {
 	if s.reason == closeNone {
 		s.reason = closeWriteError
 	}
+	// Counted stanzas stay in sm.unacked: resent on resumption, or
+	// stored offline when the session ends.
+	rest = uncounted(rest)
 	if s.sm != nil && s.sm.resumable {
 		s.out = append(rest, s.out...)
 		rest = nil
@@ -384,6 +409,17 @@ func (s *Session) writeFailed(c *c2sConn, rest []outItem, err error) {
 		}
 	}
 	c.conn.Close()
+}
+
+// uncounted returns the items not kept in sm.unacked.
+func uncounted(items []outItem) []outItem {
+	var out []outItem
+	for _, it := range items {
+		if !it.counted {
+			out = append(out, it)
+		}
+	}
+	return out
 }
 
 // endSession removes s for good: it leaves the session table, its
@@ -402,6 +438,7 @@ func (s *Server) endSession(s2 *Session) {
 	if s2.sm != nil {
 		pending = s2.sm.unackedStanzas()
 		s2.sm.unacked = nil
+		s2.repLocked(&repMsg{Op: "close"}, nil) // we store them offline ourselves
 	}
 	var keep []outItem
 	for _, it := range s2.out {

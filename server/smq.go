@@ -20,12 +20,17 @@ type smState struct {
 	pending []bool // completion of stanzas inH+1 … inRecv
 	ackAt   uint32 // an <r/> waits until inH reaches this
 	ackWant bool
+	ackSent uint32 // the highest h answered so far (ackOut: any)
+	ackOut  bool
 	// outbound: stanzas written since <enable/> and those not yet acked.
 	outSent  uint32
 	counting bool // set once <enabled/> is written: stanzas before it are not counted
 	unacked  []smItem
 	rPending bool
 	timer    *time.Timer // resumption timeout while detached
+	// the copy on a standby node (cluster; smq_replica.go)
+	rep      string // node holding it ("" = none)
+	repDirty bool   // an update was lost: a fresh snapshot is due
 }
 
 type smItem struct {
@@ -75,8 +80,7 @@ func (s *Session) handled(sm *smState, seq uint32) {
 	sm.pending = append(sm.pending[:0], sm.pending[n:]...)
 	if sm.ackWant && !before(sm.inH, sm.ackAt) {
 		sm.ackWant = false
-		s.out = append(s.out, outItem{b: wire.Ack(sm.inH)})
-		s.notify()
+		s.queueAckLocked(sm.inH)
 	}
 }
 
@@ -96,11 +100,16 @@ func (s *Session) handleSM(el *wire.Element) bool {
 		s.mu.Unlock()
 		b := []byte("<enabled xmlns='urn:xmpp:sm:3'")
 		b = wire.AppendAttr(b, "id", sm.id)
+		standby := ""
 		if sm.resumable {
 			s.srv.smDetached.add(sm.id, s)
 			b = append(b, " resume='true' max='"+strconv.Itoa(int(s.srv.cfg.SMResumeTimeout/time.Second))+"'"...)
+			standby = s.srv.standbyNode()
 		}
 		s.mu.Lock()
+		if standby != "" && s.sm == sm {
+			s.startReplicaLocked(standby) // before <enabled/>: what follows it is copied
+		}
 		s.out = append(s.out, outItem{b: append(b, "/>"...), enabled: true})
 		s.notify()
 		s.mu.Unlock()
@@ -108,8 +117,7 @@ func (s *Session) handleSM(el *wire.Element) bool {
 		s.mu.Lock()
 		if sm := s.sm; sm != nil {
 			if len(sm.pending) == 0 {
-				s.out = append(s.out, outItem{b: wire.Ack(sm.inH)})
-				s.notify()
+				s.queueAckLocked(sm.inH)
 			} else {
 				sm.ackWant, sm.ackAt = true, sm.inRecv
 			}
@@ -131,6 +139,7 @@ func (s *Session) handleSM(el *wire.Element) bool {
 			}
 			sm.ack(uint32(h))
 			sm.rPending = false
+			s.repLocked(&repMsg{Op: "ack", H: uint32(h)}, nil)
 		}
 		s.mu.Unlock()
 	default:
@@ -148,30 +157,31 @@ func (sm *smState) ack(h uint32) {
 	sm.unacked = append(sm.unacked[:0], sm.unacked[n:]...)
 }
 
-// smSent counts an outbound stanza the writer is about to write. A client
-// that leaves more than SMMaxUnacked stanzas unacknowledged is closed.
-func (s *Session) smSent(b []byte) {
-	s.mu.Lock()
-	over := false
-	if sm := s.sm; sm != nil && sm.counting {
-		sm.outSent++
-		sm.unacked = append(sm.unacked, smItem{seq: sm.outSent, b: b})
-		over = len(sm.unacked) > s.srv.cfg.SMMaxUnacked
+// countOutLocked counts the items the writer took from the queue, in
+// order: stanzas after <enabled/> get their XEP-0198 sequence number and
+// stay in unacked until the client acknowledges them (the client counts
+// the stanzas that follow <enabled/>, and so do we: XEP-0198 §4). Counting
+// when taken rather than when written keeps every stanza either queued or
+// unacked, never in between, for snapshots and handovers. It reports
+// whether the client left more than SMMaxUnacked stanzas unacknowledged.
+// Called with s.mu held.
+func (s *Session) countOutLocked(items []outItem) (over bool) {
+	sm := s.sm
+	if sm == nil {
+		return false
 	}
-	s.mu.Unlock()
-	if over {
-		s.closeWithError(closeSlowConsumer, wire.PolicyViolation, "too many stanzas not acknowledged (XEP-0198)")
+	for i := range items {
+		it := &items[i]
+		switch {
+		case it.enabled:
+			sm.counting = true
+		case it.stanza && sm.counting:
+			sm.outSent++
+			sm.unacked = append(sm.unacked, smItem{seq: sm.outSent, b: it.b})
+			it.counted = true
+		}
 	}
-}
-
-// smStartCounting runs when the writer wrote <enabled/>: the client counts
-// the stanzas that follow it, and so do we (XEP-0198 §4).
-func (s *Session) smStartCounting() {
-	s.mu.Lock()
-	if s.sm != nil {
-		s.sm.counting = true
-	}
-	s.mu.Unlock()
+	return len(sm.unacked) > s.srv.cfg.SMMaxUnacked
 }
 
 // smWantsAck reports whether the writer should request an ack now.
@@ -250,6 +260,7 @@ func (s *Session) detach(c *c2sConn) {
 	s.unplugLocked()
 	sm := s.sm
 	sm.rPending = false
+	s.repLocked(&repMsg{Op: "in", H: sm.inH}, nil)
 	sm.timer = time.AfterFunc(s.srv.cfg.SMResumeTimeout, func() {
 		// Run as a server goroutine: refused (and moot) once Shutdown
 		// began, which ends detached sessions itself.
@@ -277,6 +288,9 @@ func (s *Server) resume(c *c2sConn, el *wire.Element) (done bool, err error) {
 	bare := c.user + "@" + c.domain
 	sess := s.smDetached.get(previd)
 	if perr == nil && sess == nil && s.cluster != nil {
+		failedH := func(h uint32) error {
+			return c.write([]byte("<failed xmlns='urn:xmpp:sm:3' h='" + strconv.FormatUint(uint64(h), 10) + "'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
+		}
 		if owner := smOwner(previd); owner != "" && owner != s.cfg.NodeName {
 			st, err := s.takeover(owner, previd, bare, uint32(h))
 			switch {
@@ -285,8 +299,17 @@ func (s *Server) resume(c *c2sConn, el *wire.Element) (done bool, err error) {
 			case st.OK:
 				return s.resumeMoved(c, previd, st, uint32(h))
 			case st.HSet:
-				b := []byte("<failed xmlns='urn:xmpp:sm:3' h='" + strconv.FormatUint(uint64(st.H), 10) + "'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>")
-				return false, c.write(b)
+				return false, failedH(st.H)
+			}
+		}
+		// The owner is dead, restarted or does not know the id: its
+		// standby may hold a copy (smq_replica.go).
+		if s.smDetached.movedTo(previd) == "" && !s.smDetached.endedFor(previd, bare) {
+			if st, ok := s.findReplica(previd, bare, uint32(h)); ok {
+				if st.OK {
+					return s.resumeMoved(c, previd, st, uint32(h))
+				}
+				return false, failedH(st.H)
 			}
 		}
 	}
@@ -307,6 +330,7 @@ func (s *Server) resume(c *c2sConn, el *wire.Element) (done bool, err error) {
 	}
 	old := sess.unplugLocked()
 	sm.ack(uint32(h))
+	sess.repLocked(&repMsg{Op: "ack", H: uint32(h)}, nil)
 	resend := make([]outItem, 0, len(sm.unacked)+len(sess.out))
 	for _, it := range sm.unacked {
 		resend = append(resend, outItem{b: it.b, stanza: true})
@@ -381,6 +405,24 @@ func (t *detachedTable) movedTo(id string) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.ended[id].movedTo
+}
+
+// endedHere remembers the handled count of session id of bare, which ended
+// on this node (a standby's copy that expired or could not be resumed).
+func (t *detachedTable) endedHere(id, bare string, h uint32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.ended) < maxEndedSM {
+		t.ended[id] = endedSM{bare: bare, h: h, at: time.Now()}
+	}
+}
+
+// endedFor reports whether session id of bare ended here recently.
+func (t *detachedTable) endedFor(id, bare string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.ended[id]
+	return ok && e.bare == bare
 }
 
 // failed returns the <failed/> answer to a resume of id by bare: with the

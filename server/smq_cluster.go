@@ -39,12 +39,16 @@ type takeoverReq struct {
 	H    uint32 `json:"h"`
 	From string `json:"from"` // requesting node
 	Req  string `json:"req"`
+	// Replica asks for a standby's copy: the owner is gone or does not
+	// know the session.
+	Replica bool `json:"replica,omitempty"`
 }
 
 type takeoverResp struct {
 	Req       string   `json:"req"`
 	From      string   `json:"from"` // the owner node
 	OK        bool     `json:"ok"`
+	Replica   bool     `json:"replica,omitempty"` // from a standby's copy
 	HSet      bool     `json:"h_set,omitempty"`
 	H         uint32   `json:"h,omitempty"` // handled count when !OK
 	Full      string   `json:"full,omitempty"`
@@ -83,23 +87,20 @@ func smOwner(id string) string {
 // takeover asks node for the session id of bare.
 func (s *Server) takeover(node, id, bare string, h uint32) (takeoverResp, error) {
 	req := takeoverReq{ID: id, Bare: bare, H: h, From: s.cfg.NodeName, Req: randomID(8)}
-	ch := make(chan takeoverResp, 1)
-	s.moves.mu.Lock()
-	if s.moves.pending == nil {
-		s.moves.pending = make(map[string]chan takeoverResp)
-	}
-	s.moves.pending[req.Req] = ch
-	s.moves.mu.Unlock()
-	defer func() {
-		s.moves.mu.Lock()
-		delete(s.moves.pending, req.Req)
-		s.moves.mu.Unlock()
-	}()
+	ch := s.moves.wait(req.Req, 1)
+	defer s.moves.done(req.Req)
 	b, err := json.Marshal(req)
 	if err != nil {
 		return takeoverResp{}, err
 	}
-	if err := s.cluster.Route(node, peerTakeover, b); err != nil {
+	// With a receipt: a link that dies under the request (its node was
+	// killed) fails it at once instead of after the timeout.
+	linkDied := make(chan error, 1)
+	if err := s.cluster.RouteAcked(node, peerTakeover, b, func(err error) {
+		if err != nil {
+			linkDied <- err
+		}
+	}); err != nil {
 		return takeoverResp{}, err
 	}
 	t := time.NewTimer(takeoverTimeout)
@@ -107,11 +108,32 @@ func (s *Server) takeover(node, id, bare string, h uint32) (takeoverResp, error)
 	select {
 	case r := <-ch:
 		return r, nil
+	case err := <-linkDied:
+		return takeoverResp{}, err
 	case <-t.C:
 		return takeoverResp{}, errors.New("no answer from " + node)
 	case <-s.ctx.Done():
 		return takeoverResp{}, s.ctx.Err()
 	}
+}
+
+// wait registers request id for up to n answers.
+func (t *takeovers) wait(id string, n int) chan takeoverResp {
+	ch := make(chan takeoverResp, n)
+	t.mu.Lock()
+	if t.pending == nil {
+		t.pending = make(map[string]chan takeoverResp)
+	}
+	t.pending[id] = ch
+	t.mu.Unlock()
+	return ch
+}
+
+// done forgets request id.
+func (t *takeovers) done(id string) {
+	t.mu.Lock()
+	delete(t.pending, id)
+	t.mu.Unlock()
 }
 
 // handlePeerControl handles node-to-node messages that are not stanzas; it
@@ -124,6 +146,23 @@ func (s *Server) handlePeerControl(to string, b []byte) bool {
 			// giveAway may wait for pending commits: not on the link's
 			// reader goroutine.
 			s.spawn(func() {
+				if req.Replica {
+					// Asked by a node looking for a copy: a session that lives
+					// here answers, then a copy held here, else the count
+					// of one that ended here.
+					var resp takeoverResp
+					if s.smDetached.get(req.ID) != nil {
+						resp = s.giveAway(req)
+					} else if r, ok := s.giveReplica(req); ok {
+						resp = r
+					} else {
+						resp = s.giveAway(req) // not found: h if it ended here
+					}
+					if out, err := json.Marshal(resp); err == nil {
+						_ = s.cluster.Route(req.From, peerState, out) // the requester times out otherwise
+					}
+					return
+				}
 				// A session that already moved on: the node that holds it
 				// now answers the requester directly.
 				if next := s.smDetached.movedTo(req.ID); next != "" && next != req.From && next != s.cfg.NodeName && s.smDetached.get(req.ID) == nil {
@@ -151,6 +190,13 @@ func (s *Server) handlePeerControl(to string, b []byte) bool {
 				case ch <- resp: // buffered: the first answer is taken
 				default: // a duplicate answer; never block the link
 				}
+			} else if resp.OK && resp.Replica {
+				// a copy nobody waits for any more: its stanzas go offline
+				s.offload(func() {
+					for _, b := range resp.Resend {
+						s.undeliverable(resp.Full, b)
+					}
+				})
 			} else if resp.OK && resp.From != "" {
 				// Nobody waits any more (the client got <failed/>): the
 				// owner gave the session up, so keep its stanzas offline and
@@ -165,6 +211,9 @@ func (s *Server) handlePeerControl(to string, b []byte) bool {
 				})
 			}
 		}
+		return true
+	case peerReplica:
+		s.applyReplica(b)
 		return true
 	case peerDrop:
 		full := string(b)
@@ -213,6 +262,7 @@ func (s *Server) giveAway(req takeoverReq) takeoverResp {
 			resp.Resend = append(resp.Resend, it.b)
 		}
 	}
+	sess.repLocked(&repMsg{Op: "close"}, nil) // the new owner makes its own copy
 	resp.OK, resp.Full, resp.InH = true, sess.full, sm.inH
 	resp.Available, resp.Priority, resp.Show, resp.Status = sess.available, sess.priority, sess.show, sess.status
 	resp.Presence, resp.Roster = sess.presence, sess.rosterRequested
@@ -245,12 +295,16 @@ func (s *Server) resumeMoved(c *c2sConn, id string, st takeoverResp, h uint32) (
 	}
 	sess := newSession(c, full)
 	sess.c = nil
-	sess.sm = &smState{id: id, resumable: true, counting: true, inH: st.InH, outSent: h}
+	sess.sm = &smState{id: id, resumable: true, counting: true, inRecv: st.InH, inH: st.InH, outSent: h}
 	sess.available, sess.priority, sess.show, sess.status = st.Available, st.Priority, st.Show, st.Status
 	sess.presence, sess.rosterRequested = st.Presence, st.Roster
 	for _, b := range st.Resend {
 		sess.out = append(sess.out, outItem{b: b, stanza: true})
 	}
+	standby := s.standbyNode()
+	sess.mu.Lock()
+	sess.startReplicaLocked(standby)
+	sess.mu.Unlock()
 	s.smDetached.add(id, sess)
 	s.bind(sess)
 	b := []byte("<resumed xmlns='urn:xmpp:sm:3'")
@@ -261,8 +315,20 @@ func (s *Server) resumeMoved(c *c2sConn, id string, st takeoverResp, h uint32) (
 		s.endSession(sess)
 		return true, err
 	}
-	sess.log.Info().Int("resent", len(st.Resend)).Msg("session resumed from another node")
+	sess.log.Info().Int("resent", len(st.Resend)).Bool("from_copy", st.Replica).Msg("session resumed from another node")
 	sess.attach(c)
+	if st.Replica && st.Available {
+		// Its node died: contacts saw it go unavailable and messages for
+		// it went to offline storage meanwhile.
+		s.spawn(func() {
+			s.broadcast(sess.jid, st.Presence, noop)
+			if st.Priority >= 0 {
+				ctx, cancel := s.storeCtx()
+				s.deliverOffline(ctx, sess)
+				cancel()
+			}
+		})
+	}
 	rerr := sess.readLoop(c)
 	sess.connLost(c, rerr)
 	return true, nil

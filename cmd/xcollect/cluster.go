@@ -48,6 +48,17 @@ func (a *clusterAdapter) Route(node, to string, stanza []byte) error {
 	return a.c.Route(node, to, stanza)
 }
 
+func (a *clusterAdapter) Nodes() []string {
+	nodes := a.c.Nodes()
+	out := make([]string, len(nodes))
+	for i, n := range nodes {
+		out[i] = n.Name
+	}
+	return out
+}
+
+func (a *clusterAdapter) Reachable(node string) bool { return a.c.LinkUp(node) }
+
 func (a *clusterAdapter) Publish(p server.PeerSession) {
 	a.c.UpsertLocal(cluster.Session{JID: p.JID, Available: p.Available, Show: p.Show, Status: p.Status, Priority: p.Priority})
 }

@@ -86,12 +86,13 @@ const key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // 32 bytes, base64
 
 func startCluster(t *testing.T, dsn string, margin string) []*node {
 	t.Helper()
-	return startClusterOn(t, dsn, margin, []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}, nil)
+	return startClusterOn(t, dsn, margin, []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}, nil, "")
 }
 
 // startClusterOn starts one node per host; with namespaces, node i runs in
 // netns[i] (ip netns exec).
-func startClusterOn(t *testing.T, dsn, margin string, hosts, netns []string) []*node {
+// extra is appended to every node's configuration file.
+func startClusterOn(t *testing.T, dsn, margin string, hosts, netns []string, extra string) []*node {
 	t.Helper()
 	var nodes []*node
 	for i, host := range hosts {
@@ -126,7 +127,8 @@ cluster:
   join: ["%s"]
   key: "%s"
   steering: {margin: %s}
-`, n.name, dir, n.c2s, n.comp, n.http, dsn, n.gossip, n.link, nodes[0].gossip, key, margin)
+%s
+`, n.name, dir, n.c2s, n.comp, n.http, dsn, n.gossip, n.link, nodes[0].gossip, key, margin, extra)
 		p := filepath.Join(dir, "xcollect.yaml")
 		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)

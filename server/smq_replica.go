@@ -1,0 +1,461 @@
+package server
+
+import (
+	"encoding/json"
+	"strings"
+	"sync"
+	"time"
+
+	"xcollect.dev/xcollect/internal/wire"
+)
+
+// Replication of XEP-0198 state, so that a client whose node died resumes
+// on another one. Each node copies the stream management state of its
+// resumable sessions to one standby node (the next reachable node after it
+// in name order) over the node links, as control messages to peerReplica:
+//
+//	open   a snapshot: full JID, handled count, presence, and the outbound
+//	       stanzas the client has not acknowledged (with the sequence
+//	       number before the first of them)
+//	out    one stanza queued for the client
+//	ack    the client acknowledged outbound stanzas up to h
+//	in     the handled count of the client's stanzas
+//	pres   the session's presence changed
+//	close  the session ended or moved: forget it
+//	keep   the ids the owner still copies here: forget the others opened
+//	       before (sent after a lost update or a change of standby)
+//	hello  the owner's start time (a restarted owner has a new one)
+//
+// Two rules make the copy good enough to resume from: a stanza queued to a
+// replicated session counts as handled for its sender only once the standby
+// confirmed its copy (sendThen), and an <a h/> goes to the client only
+// once the standby has that h (queueAck). So when the owner dies, the
+// standby's copy holds every stanza the client may not have received, and a
+// handled count no lower than the one the client was last told.
+//
+// A client that resumes after its node died asks, through whichever node
+// it reaches, the named owner first; when the owner is unreachable or does
+// not know the id, every node is asked for a copy (takeoverReq.Replica).
+// The standby hands it over only while the owner is dead or restarted, so
+// a live session is never resumed twice. When nobody resumes within the
+// resumption timeout, the standby stores the stanzas offline and remembers
+// the handled count, so a late <resume/> gets <failed h/>.
+//
+// Limits, as built: the handled count in the copy is the one of the last
+// <a/> the client got (or of the detach), so a client that resumes from a
+// copy may resend stanzas the dead node had already handled after that
+// (reports are dropped by the queue's dedupe; a chat message can arrive
+// twice); when the owner and its standby die together the session is lost
+// (<failed/> without h). An update that cannot be queued (link down or full)
+// marks the session for a fresh snapshot on the next tick.
+
+const peerReplica = "@sm-rep"
+
+// replicaTick is how often a node checks its standby and its copies.
+const replicaTick = time.Second
+
+type repMsg struct {
+	Op    string       `json:"op"`
+	ID    string       `json:"id"`
+	Owner string       `json:"owner"`
+	Epoch int64        `json:"epoch"`
+	Full  string       `json:"full,omitempty"`
+	Base  uint32       `json:"base,omitempty"` // open: outbound sequence number before Out[0]
+	Out   [][]byte     `json:"out,omitempty"`  // open: the FIFO; out: one stanza
+	InH   uint32       `json:"in_h,omitempty"`
+	H     uint32       `json:"h,omitempty"` // ack and in
+	Pres  *repPresence `json:"pres,omitempty"`
+	Seq   uint64       `json:"seq,omitempty"` // open: the owner's snapshot number; keep: the last one before IDs were listed
+	IDs   []string     `json:"ids,omitempty"` // keep
+}
+
+type repPresence struct {
+	Available bool   `json:"available,omitempty"`
+	Priority  int    `json:"priority,omitempty"`
+	Show      string `json:"show,omitempty"`
+	Status    string `json:"status,omitempty"`
+	Presence  []byte `json:"presence,omitempty"`
+	Roster    bool   `json:"roster,omitempty"`
+}
+
+// replica is a standby's copy of another node's session.
+type replica struct {
+	id, owner, full, bare string
+	epoch                 int64
+	inH, base             uint32
+	fifo                  [][]byte // outbound stanzas base+1, base+2, …
+	pres                  repPresence
+	seq                   uint64    // of the snapshot it started from
+	orphaned              time.Time // when the owner was first seen dead or restarted
+}
+
+// replicaTable holds the copies this node keeps for others.
+type replicaTable struct {
+	mu     sync.Mutex
+	byID   map[string]*replica
+	epochs map[string]int64 // owner → newest start time seen
+}
+
+// --- owner side -------------------------------------------------------
+
+// standbyNode returns the node that should hold copies of this node's
+// sessions: the next reachable node after this one in name order.
+func (s *Server) standbyNode() string {
+	if s.cluster == nil {
+		return ""
+	}
+	nodes := s.cluster.Nodes()
+	self := -1
+	for i, n := range nodes {
+		if n == s.cfg.NodeName {
+			self = i
+		}
+	}
+	for k := 1; k < len(nodes); k++ {
+		n := nodes[(self+k+len(nodes))%len(nodes)]
+		if n != s.cfg.NodeName && s.cluster.Reachable(n) {
+			return n
+		}
+	}
+	return ""
+}
+
+// repLocked sends m about s's session to its standby. done (if not nil)
+// runs once the standby applied it, or the link failed; repLocked reports
+// whether done will run. Called with s.mu held.
+func (s *Session) repLocked(m *repMsg, done func()) bool {
+	sm := s.sm
+	if sm == nil || sm.rep == "" || sm.repDirty {
+		return false
+	}
+	m.ID, m.Owner, m.Epoch = sm.id, s.srv.cfg.NodeName, s.srv.epoch
+	b, err := json.Marshal(m)
+	if err != nil {
+		return false
+	}
+	if done != nil {
+		err = s.srv.cluster.RouteAcked(sm.rep, peerReplica, b, func(error) { done() })
+	} else {
+		err = s.srv.cluster.Route(sm.rep, peerReplica, b)
+	}
+	if err != nil {
+		sm.repDirty = true
+		s.srv.repDirty.Store(true)
+		return false
+	}
+	return true
+}
+
+// presLocked returns the session's presence for a copy.
+func (s *Session) presLocked() *repPresence {
+	return &repPresence{Available: s.available, Priority: s.priority, Show: s.show, Status: s.status,
+		Presence: s.presence, Roster: s.rosterRequested}
+}
+
+// snapshotLocked describes the session in full for a new standby.
+func (s *Session) snapshotLocked() *repMsg {
+	sm := s.sm
+	m := &repMsg{Op: "open", Full: s.full, InH: sm.inH, Pres: s.presLocked(), Seq: s.srv.repSeq.Add(1)}
+	m.Base = sm.outSent - uint32(len(sm.unacked))
+	for _, it := range sm.unacked {
+		m.Out = append(m.Out, it.b)
+	}
+	counting := sm.counting
+	for _, it := range s.out {
+		if it.enabled {
+			counting = true
+		} else if it.stanza && counting {
+			m.Out = append(m.Out, it.b)
+		}
+	}
+	return m
+}
+
+// startReplicaLocked makes standby the holder of the session's copy.
+// Called with s.mu held.
+func (s *Session) startReplicaLocked(standby string) {
+	sm := s.sm
+	old := sm.rep
+	sm.rep, sm.repDirty = standby, false
+	if standby != "" {
+		s.repLocked(s.snapshotLocked(), nil)
+	}
+	if old != "" && old != standby {
+		b, err := json.Marshal(&repMsg{Op: "close", ID: sm.id, Owner: s.srv.cfg.NodeName, Epoch: s.srv.epoch})
+		if err == nil {
+			_ = s.srv.cluster.Route(old, peerReplica, b) // best effort: a dead standby forgets anyway
+		}
+	}
+}
+
+// sendThen is send for a stanza whose sender waits until it is safe: done
+// runs once the stanza is queued here and, for a replicated session, copied
+// to the standby.
+func (s *Session) sendThen(b []byte, done func()) {
+	s.enqueue(b, true, done)
+}
+
+// queueAckLocked answers an <r/> with h, once the standby has h. Called
+// with s.mu held.
+func (s *Session) queueAckLocked(h uint32) {
+	sm := s.sm
+	if s.repLocked(&repMsg{Op: "in", H: h}, func() {
+		s.mu.Lock()
+		if s.sm == sm {
+			s.ackOutLocked(h)
+		}
+		s.mu.Unlock()
+	}) {
+		return
+	}
+	s.ackOutLocked(h)
+}
+
+// ackOutLocked queues <a h/> unless a higher h went out already (a copied
+// answer can return after a later direct one).
+func (s *Session) ackOutLocked(h uint32) {
+	sm := s.sm
+	if sm.ackOut && before(h, sm.ackSent) {
+		return
+	}
+	sm.ackSent, sm.ackOut = h, true
+	s.out = append(s.out, outItem{b: wire.Ack(h)})
+	s.notify()
+}
+
+// replicaLoop keeps each local session's copy on the current standby and
+// expires copies whose owner died.
+func (s *Server) replicaLoop() {
+	t := time.NewTicker(replicaTick)
+	defer t.Stop()
+	last := ""
+	for {
+		standby := s.standbyNode()
+		if standby != last || s.repDirty.Swap(false) {
+			seq := s.repSeq.Load()
+			var ids []string
+			for _, sess := range s.sessions.all() {
+				sess.mu.Lock()
+				if sm := sess.sm; sm != nil && sm.resumable && !sess.ended {
+					if sm.rep != standby || sm.repDirty {
+						sess.startReplicaLocked(standby)
+					}
+					ids = append(ids, sm.id)
+				}
+				sess.mu.Unlock()
+			}
+			if standby != "" {
+				// Copies of sessions that ended while an update was lost
+				// would otherwise wait for this node's death.
+				b, err := json.Marshal(&repMsg{Op: "keep", Owner: s.cfg.NodeName, Epoch: s.epoch, Seq: seq, IDs: ids})
+				if err == nil && s.cluster.Route(standby, peerReplica, b) != nil {
+					s.repDirty.Store(true) // again next tick
+				}
+			}
+			last = standby
+		}
+		if standby != "" {
+			if b, err := json.Marshal(&repMsg{Op: "hello", Owner: s.cfg.NodeName, Epoch: s.epoch}); err == nil {
+				_ = s.cluster.Route(standby, peerReplica, b) // repeated every tick
+			}
+		}
+		s.expireReplicas(time.Now())
+		select {
+		case <-s.loops.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// --- standby side -------------------------------------------------------
+
+// applyReplica applies an owner's update to the copies held here.
+func (s *Server) applyReplica(b []byte) {
+	var m repMsg
+	if err := json.Unmarshal(b, &m); err != nil {
+		s.log.Warn().Err(err).Msg("bad session copy update")
+		return
+	}
+	t := &s.replicas
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if m.Epoch > t.epochs[m.Owner] {
+		t.epochs[m.Owner] = m.Epoch
+	}
+	if m.Op == "keep" {
+		keep := make(map[string]bool, len(m.IDs))
+		for _, id := range m.IDs {
+			keep[id] = true
+		}
+		for id, r := range t.byID {
+			if r.owner == m.Owner && r.seq <= m.Seq && !keep[id] {
+				delete(t.byID, id)
+			}
+		}
+		return
+	}
+	if m.Op == "open" {
+		bare := m.Full
+		if i := strings.IndexByte(bare, '/'); i >= 0 {
+			bare = bare[:i]
+		}
+		r := &replica{id: m.ID, owner: m.Owner, full: m.Full, bare: bare, epoch: m.Epoch, inH: m.InH, base: m.Base, fifo: m.Out, seq: m.Seq}
+		if m.Pres != nil {
+			r.pres = *m.Pres
+		}
+		t.byID[m.ID] = r
+		return
+	}
+	r := t.byID[m.ID]
+	if r == nil || r.owner != m.Owner {
+		return // hello, or an update for a copy we do not have (a snapshot follows)
+	}
+	switch m.Op {
+	case "out":
+		r.fifo = append(r.fifo, m.Out...)
+	case "ack":
+		if !before(m.H, r.base) {
+			n := int(m.H - r.base)
+			if n > len(r.fifo) {
+				n = len(r.fifo)
+			}
+			r.fifo = append(r.fifo[:0:0], r.fifo[n:]...)
+			r.base = m.H
+		}
+	case "in":
+		if !before(m.H, r.inH) {
+			r.inH = m.H
+		}
+	case "pres":
+		if m.Pres != nil {
+			r.pres = *m.Pres
+		}
+	case "close":
+		delete(t.byID, m.ID)
+	}
+}
+
+// ownerLive reports whether r's owner is alive and still the process that
+// made r. Called with the table's mu held.
+func (s *Server) ownerLive(r *replica) bool {
+	return s.cluster.Reachable(r.owner) && s.replicas.epochs[r.owner] == r.epoch
+}
+
+// giveReplica hands the copy of req.ID over for resumption on req.From,
+// unless its owner is alive (then the owner answers).
+func (s *Server) giveReplica(req takeoverReq) (takeoverResp, bool) {
+	resp := takeoverResp{Req: req.Req, From: s.cfg.NodeName, Replica: true}
+	t := &s.replicas
+	t.mu.Lock()
+	r := t.byID[req.ID]
+	if r == nil || r.bare != req.Bare || s.ownerLive(r) {
+		t.mu.Unlock()
+		return resp, false
+	}
+	delete(t.byID, req.ID)
+	t.mu.Unlock()
+	if before(r.base+uint32(len(r.fifo)), req.H) {
+		// The client acknowledges stanzas the copy never had: it cannot be
+		// resumed consistently, but it can learn what was handled.
+		s.smDetached.endedHere(req.ID, r.bare, r.inH)
+		s.offload(func() { s.storeReplicaOffline(r) })
+		resp.HSet, resp.H = true, r.inH
+		return resp, true
+	}
+	resend := r.fifo
+	if !before(req.H, r.base) {
+		resend = r.fifo[req.H-r.base:]
+	}
+	resp.OK, resp.Full, resp.InH, resp.Resend = true, r.full, r.inH, resend
+	resp.Available, resp.Priority, resp.Show, resp.Status = r.pres.Available, r.pres.Priority, r.pres.Show, r.pres.Status
+	resp.Presence, resp.Roster = r.pres.Presence, r.pres.Roster
+	s.log.Info().Str("jid", r.full).Str("node", req.From).Str("owner", r.owner).Msg("session copy handed over for resumption")
+	return resp, true
+}
+
+// expireReplicas drops copies whose owner has been dead or restarted for
+// longer than the resumption timeout: their stanzas go to offline storage
+// and the handled count is kept for <failed h/>.
+func (s *Server) expireReplicas(now time.Time) {
+	t := &s.replicas
+	var expired []*replica
+	t.mu.Lock()
+	for id, r := range t.byID {
+		if s.ownerLive(r) {
+			r.orphaned = time.Time{}
+			continue
+		}
+		if r.orphaned.IsZero() {
+			r.orphaned = now
+			s.log.Info().Str("jid", r.full).Str("owner", r.owner).Msg("session owner gone: holding its copy for resumption")
+			continue
+		}
+		if now.Sub(r.orphaned) >= s.cfg.SMResumeTimeout {
+			delete(t.byID, id)
+			expired = append(expired, r)
+		}
+	}
+	t.mu.Unlock()
+	for _, r := range expired {
+		s.log.Info().Str("jid", r.full).Int("stanzas", len(r.fifo)).Msg("session copy expired: its stanzas go to offline storage")
+		s.smDetached.endedHere(r.id, r.bare, r.inH)
+		s.storeReplicaOffline(r)
+	}
+}
+
+func (s *Server) storeReplicaOffline(r *replica) {
+	for _, b := range r.fifo {
+		s.undeliverable(r.full, b)
+	}
+}
+
+// findReplica looks for a copy of session id here and on every other
+// alive node. ok is false when nobody has one (resp may still carry h).
+func (s *Server) findReplica(id, bare string, h uint32) (takeoverResp, bool) {
+	req := takeoverReq{ID: id, Bare: bare, H: h, From: s.cfg.NodeName, Req: randomID(8), Replica: true}
+	if resp, ok := s.giveReplica(req); ok {
+		return resp, true
+	}
+	var nodes []string
+	for _, n := range s.cluster.Nodes() {
+		if n != s.cfg.NodeName {
+			nodes = append(nodes, n)
+		}
+	}
+	if len(nodes) == 0 {
+		return takeoverResp{}, false
+	}
+	ch := s.moves.wait(req.Req, len(nodes))
+	defer s.moves.done(req.Req)
+	b, err := json.Marshal(req)
+	if err != nil {
+		return takeoverResp{}, false
+	}
+	asked := 0
+	for _, n := range nodes {
+		if s.cluster.Route(n, peerTakeover, b) == nil {
+			asked++
+		}
+	}
+	t := time.NewTimer(takeoverTimeout)
+	defer t.Stop()
+	var best takeoverResp
+	found := false
+	for ; asked > 0; asked-- {
+		select {
+		case r := <-ch:
+			if r.OK {
+				return r, true
+			}
+			if r.HSet && !found {
+				best, found = r, true
+			}
+		case <-t.C:
+			return best, found
+		case <-s.ctx.Done():
+			return best, found
+		}
+	}
+	return best, found
+}

@@ -1,0 +1,217 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"xcollect.dev/xcollect/storage"
+	"xcollect.dev/xcollect/storage/embedded"
+)
+
+// fakeCluster is a Cluster whose membership the test sets; nothing is
+// routed anywhere.
+type fakeCluster struct {
+	mu        sync.Mutex
+	nodes     []string
+	reachable map[string]bool
+}
+
+func (f *fakeCluster) Lookup(string) []PeerSession { return nil }
+func (f *fakeCluster) Route(string, string, []byte) error {
+	return nil
+}
+func (f *fakeCluster) RouteAcked(string, string, []byte, func(error)) error { return nil }
+func (f *fakeCluster) Publish(PeerSession)                                  {}
+func (f *fakeCluster) Unpublish(string)                                     {}
+func (f *fakeCluster) Nodes() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.nodes)
+}
+func (f *fakeCluster) Reachable(n string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reachable[n]
+}
+func (f *fakeCluster) set(n string, up bool) {
+	f.mu.Lock()
+	f.reachable[n] = up
+	f.mu.Unlock()
+}
+
+func replicaServer(t *testing.T, self string, fc *fakeCluster) *Server {
+	t.Helper()
+	store, err := embedded.Open(filepath.Join(t.TempDir(), "x.db"), embedded.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	cfg := DefaultConfig()
+	cfg.Domains = []string{"example.com"}
+	cfg.RequireTLS = false
+	cfg.C2STLSAddr = ""
+	cfg.NodeName = self
+	cfg.SMResumeTimeout = time.Minute
+	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t))
+	s, err := New(cfg, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetCluster(fc)
+	t.Cleanup(s.cancel)
+	return s
+}
+
+func apply(t *testing.T, s *Server, m repMsg) {
+	t.Helper()
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.applyReplica(b)
+}
+
+func TestStandbyIsNextReachableNode(t *testing.T) {
+	fc := &fakeCluster{nodes: []string{"a", "b", "c"}, reachable: map[string]bool{"a": true, "b": true, "c": true}}
+	for self, want := range map[string]string{"a": "b", "b": "c", "c": "a"} {
+		if got := replicaServer(t, self, fc).standbyNode(); got != want {
+			t.Errorf("standby of %s = %q, want %q", self, got, want)
+		}
+	}
+	fc.set("c", false)
+	if got := replicaServer(t, "b", fc).standbyNode(); got != "a" {
+		t.Errorf("standby of b with c unreachable = %q, want a", got)
+	}
+	alone := &fakeCluster{nodes: []string{"a"}, reachable: map[string]bool{}}
+	if got := replicaServer(t, "a", alone).standbyNode(); got != "" {
+		t.Errorf("standby of a lone node = %q", got)
+	}
+}
+
+// TestReplicaFollowsOwner: the copy tracks the owner's updates, is refused
+// while the owner lives, and hands over exactly the stanzas after the
+// client's h once the owner is gone.
+func TestReplicaFollowsOwner(t *testing.T) {
+	fc := &fakeCluster{nodes: []string{"n1", "n2", "n3"}, reachable: map[string]bool{"n1": true, "n3": true}}
+	s := replicaServer(t, "n2", fc)
+	const id, full = "n1~abc", "alice@example.com/r1"
+	st := func(n string) []byte {
+		return []byte("<message to='" + full + "' id='" + n + "'><body>" + n + "</body></message>")
+	}
+	apply(t, s, repMsg{Op: "open", ID: id, Owner: "n1", Epoch: 7, Full: full, Base: 10, InH: 3,
+		Out: [][]byte{st("s11"), st("s12"), st("s13")}, Pres: &repPresence{Available: true, Priority: 5}, Seq: 1})
+	apply(t, s, repMsg{Op: "out", ID: id, Owner: "n1", Epoch: 7, Out: [][]byte{st("s14")}})
+	apply(t, s, repMsg{Op: "ack", ID: id, Owner: "n1", Epoch: 7, H: 12})
+	apply(t, s, repMsg{Op: "in", ID: id, Owner: "n1", Epoch: 7, H: 9})
+	apply(t, s, repMsg{Op: "in", ID: id, Owner: "n1", Epoch: 7, H: 8}) // stale: ignored
+	apply(t, s, repMsg{Op: "hello", Owner: "n1", Epoch: 7})
+
+	req := takeoverReq{ID: id, Bare: "alice@example.com", H: 13, From: "n3", Req: "r1", Replica: true}
+	if _, ok := s.giveReplica(req); ok {
+		t.Fatal("copy handed over while its owner is alive")
+	}
+	if _, ok := s.giveReplica(takeoverReq{ID: id, Bare: "mallory@example.com", H: 13, From: "n3", Replica: true}); ok {
+		t.Fatal("copy handed over to another account")
+	}
+	fc.set("n1", false) // the owner died
+	resp, ok := s.giveReplica(req)
+	if !ok || !resp.OK || !resp.Replica {
+		t.Fatalf("copy not handed over: %+v", resp)
+	}
+	if resp.InH != 9 || resp.Full != full || !resp.Available || resp.Priority != 5 {
+		t.Fatalf("state: %+v", resp)
+	}
+	if len(resp.Resend) != 1 || string(resp.Resend[0]) != string(st("s14")) {
+		t.Fatalf("resend after client h=13: %q", resp.Resend)
+	}
+	if _, ok := s.giveReplica(req); ok {
+		t.Fatal("copy handed over twice")
+	}
+}
+
+// TestReplicaOfRestartedOwner: a copy made by an owner's earlier process
+// can be resumed while the restarted owner is up.
+func TestReplicaOfRestartedOwner(t *testing.T) {
+	fc := &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n1": true}}
+	s := replicaServer(t, "n2", fc)
+	apply(t, s, repMsg{Op: "open", ID: "n1~x", Owner: "n1", Epoch: 1, Full: "alice@example.com/r", Seq: 1})
+	apply(t, s, repMsg{Op: "hello", Owner: "n1", Epoch: 2})
+	if resp, ok := s.giveReplica(takeoverReq{ID: "n1~x", Bare: "alice@example.com", From: "n1", Replica: true}); !ok || !resp.OK {
+		t.Fatalf("copy of a restarted owner refused: %+v", resp)
+	}
+}
+
+// TestReplicaKeep: a keep message forgets the owner's copies it does not
+// list, but not those opened after it was written.
+func TestReplicaKeep(t *testing.T) {
+	fc := &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n1": true}}
+	s := replicaServer(t, "n2", fc)
+	for i, id := range []string{"n1~a", "n1~b", "n1~c"} {
+		apply(t, s, repMsg{Op: "open", ID: id, Owner: "n1", Epoch: 1, Full: "u@example.com/" + id, Seq: uint64(i + 1)})
+	}
+	apply(t, s, repMsg{Op: "keep", Owner: "n1", Epoch: 1, Seq: 2, IDs: []string{"n1~a"}})
+	s.replicas.mu.Lock()
+	var left []string
+	for id := range s.replicas.byID {
+		left = append(left, id)
+	}
+	s.replicas.mu.Unlock()
+	slices.Sort(left)
+	if !slices.Equal(left, []string{"n1~a", "n1~c"}) {
+		t.Fatalf("copies after keep: %v", left)
+	}
+}
+
+// TestReplicaExpires: nobody resumes a dead owner's session in time: the
+// unacknowledged message goes to offline storage and a late resume learns
+// the handled count.
+func TestReplicaExpires(t *testing.T) {
+	fc := &fakeCluster{nodes: []string{"n2"}, reachable: map[string]bool{}}
+	s := replicaServer(t, "n2", fc)
+	cred, err := storage.NewCredentials("pw", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.store.Users().CreateUser(context.Background(), "alice@example.com", cred); err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("<message from='bob@example.com/x' to='alice@example.com/r' type='chat' id='m1'><body>hi</body></message>")
+	apply(t, s, repMsg{Op: "open", ID: "n1~x", Owner: "n1", Epoch: 1, Full: "alice@example.com/r", InH: 4, Out: [][]byte{msg}, Seq: 1})
+	now := time.Now()
+	s.expireReplicas(now) // the owner is gone: the copy waits
+	if !slices.Contains(keys(s), "n1~x") {
+		t.Fatal("copy dropped before the resumption timeout")
+	}
+	s.expireReplicas(now.Add(s.cfg.SMResumeTimeout))
+	if len(keys(s)) != 0 {
+		t.Fatal("copy kept after the resumption timeout")
+	}
+	if !s.smDetached.endedFor("n1~x", "alice@example.com") {
+		t.Fatal("the handled count of the expired copy is not kept")
+	}
+	if got := string(s.smDetached.failed("n1~x", "alice@example.com")); !strings.Contains(got, "h='4'") {
+		t.Fatalf("late resume answer: %s", got)
+	}
+	msgs, err := s.store.Offline().FetchOffline(context.Background(), "alice@example.com", time.Time{})
+	if err != nil || len(msgs) != 1 || !strings.Contains(string(msgs[0].Stanza), "id='m1'") {
+		t.Fatalf("offline after expiry: %v %v", msgs, err)
+	}
+}
+
+func keys(s *Server) []string {
+	s.replicas.mu.Lock()
+	defer s.replicas.mu.Unlock()
+	var out []string
+	for id := range s.replicas.byID {
+		out = append(out, id)
+	}
+	return out
+}
