@@ -193,7 +193,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	c.spawn("meta", c.metaLoop)
 
 	if len(c.cfg.Join) > 0 || c.cfg.JoinDNS != "" {
-		if err := c.join(); err != nil {
+		if err := c.join(ctx); err != nil {
 			c.log.Warn().Err(err).Msg("no seed reachable; retrying in the background")
 			c.spawn("join-retry", c.joinRetry)
 		}
@@ -201,8 +201,9 @@ func (c *Cluster) Start(ctx context.Context) error {
 	return nil
 }
 
-func (c *Cluster) join() error {
-	seeds, err := c.cfg.seedAddrs()
+// join resolves the seeds (bounded by ctx) and joins them.
+func (c *Cluster) join(ctx context.Context) error {
+	seeds, err := c.cfg.seedAddrs(ctx)
 	if len(seeds) == 0 {
 		if err == nil {
 			err = errors.New("no seed addresses")
@@ -227,7 +228,7 @@ func (c *Cluster) joinRetry() {
 			return
 		case <-t.C:
 		}
-		if err := c.join(); err == nil {
+		if err := c.join(c.ctx); err == nil {
 			return
 		} else {
 			c.log.Debug().Err(err).Dur("backoff", backoff).Msg("join retry failed")

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log"
@@ -24,6 +25,8 @@ const (
 	DefaultLinkQueue = 8192
 	// metaUpdateEvery bounds how often SetLoad re-advertises node metadata.
 	metaUpdateEvery = 500 * time.Millisecond
+	// resolveTimeout bounds one JoinDNS lookup.
+	resolveTimeout = 5 * time.Second
 )
 
 // Config configures a Cluster. The zero value of every field means its
@@ -49,6 +52,9 @@ type Config struct {
 	// JoinDNS is a DNS name whose A/AAAA records are seeds; the port is
 	// BindPort.
 	JoinDNS string
+	// Resolver looks up JoinDNS. nil means net.DefaultResolver; tests set
+	// one that talks to their own DNS server.
+	Resolver *net.Resolver
 	// SecretKey (16, 24 or 32 bytes) encrypts gossip (AES-GCM) and
 	// authenticates links (HMAC-SHA256 challenge). Empty: no encryption,
 	// links unauthenticated (a warning is logged).
@@ -211,11 +217,18 @@ func (c Config) memberlistConfig(d *delegate, ev *events, mg *merger, lw *mlLogW
 }
 
 // seedAddrs returns the configured seeds plus the addresses JoinDNS resolves
-// to (port = BindPort).
-func (c Config) seedAddrs() ([]string, error) {
+// to (port = BindPort). The lookup uses c.Resolver and gives up after
+// resolveTimeout or when ctx ends.
+func (c Config) seedAddrs(ctx context.Context) ([]string, error) {
 	seeds := append([]string(nil), c.Join...)
 	if c.JoinDNS != "" {
-		hosts, err := net.LookupHost(c.JoinDNS)
+		r := c.Resolver
+		if r == nil {
+			r = net.DefaultResolver
+		}
+		ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+		hosts, err := r.LookupHost(ctx, c.JoinDNS)
+		cancel()
 		if err != nil {
 			return seeds, fmt.Errorf("cluster: resolve join name %s: %w", c.JoinDNS, err)
 		}
