@@ -128,15 +128,16 @@ func (d *testDNS) resolver() *net.Resolver {
 	}
 }
 
-// needLoopback skips the test unless every address can be bound (Linux
-// routes all of 127/8 to lo; macOS has only 127.0.0.1 by default).
+// needLoopback fails the test unless every address can be bound (Linux
+// routes all of 127/8 to lo; macOS has only 127.0.0.1 by default), with
+// the command that fixes it: never a silent skip.
 func needLoopback(t *testing.T, addrs ...string) {
 	t.Helper()
 	var lc net.ListenConfig
 	for _, a := range addrs {
 		pc, err := lc.ListenPacket(t.Context(), "udp", net.JoinHostPort(a, "0"))
 		if err != nil {
-			t.Skipf("loopback address %s not bindable: %v", a, err)
+			t.Fatalf("loopback address %s not bindable: %v (on macOS: sudo ifconfig lo0 alias %s up)", a, err, a)
 		}
 		_ = pc.Close() // probe only
 	}
