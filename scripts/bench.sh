@@ -302,6 +302,12 @@ for r in $(seq 1 "$RUNS"); do
 		log "run $r: $s"
 		one reports "$s" "$r" -scenario reports -n "$CLIENTS" -w "$WINDOW" -d "$DUR"
 		one reports-rate "$s" "$r" -scenario reports -n "$CLIENTS" -w "$WINDOW" -d "$DUR" -rate "$RATE"
+		if [ "$s" = xcollect-cluster3 ]; then
+			# Clients that ask for resumption (as the reporter SDK does): their
+			# XEP-0198 state is copied to a standby node, acks wait for it.
+			one reports-resume "$s" "$r" -scenario reports -n "$CLIENTS" -w "$WINDOW" -d "$DUR" -client-sm resume
+			one reports-rate-resume "$s" "$r" -scenario reports -n "$CLIENTS" -w "$WINDOW" -d "$DUR" -rate "$RATE" -client-sm resume
+		fi
 		[ -n "${REPORTS_ONLY[$s]:-}" ] && continue
 		one login-plain "$s" "$r" -scenario login -n "$LOGIN_WORKERS" -d "$DUR"
 		one login-starttls "$s" "$r" -scenario login -n "$LOGIN_WORKERS" -d "$DUR" -starttls

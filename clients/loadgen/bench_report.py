@@ -202,6 +202,19 @@ if CL in servers:
             a, b = med(case, PG, key), med(case, CL, key)
             print(f"| {name} | {label} | {fmt(a)} | {fmt(b)} | {ratio(case, key, CL, PG)} |")
     print()
+    if any(r["case"] == "reports-resume" for r in rows):
+        print("### Cost of the standby copies (XEP-0198 resumption after a node died)\n")
+        print("The same 3-node load with clients that ask for resumption (`loadgen -client-sm resume`, "
+              "as the reporter SDK does): their session state is copied to a standby node and each "
+              "`<a h/>` waits until the copy has h. Runs interleaved with the ones above.\n")
+        print("| case | figure | resume off | resume on | on / off |")
+        print("|---|---|---|---|---|")
+        for case, name in [("reports", "reports (as fast as the window allows)"), ("reports-rate", "reports at a steady rate")]:
+            for key, label in [("reports_per_s", "delivered reports/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("lost", "lost")]:
+                a, b = med(case, CL, key), med(case + "-resume", CL, key)
+                r = f"{b / a:.2f}" if a and b is not None else "–"
+                print(f"| {name} | {label} | {fmt(a)} | {fmt(b)} | {r} |")
+        print()
 conv = [go_duration_ms(r["result"]["took"]) for r in rows if r["case"] == "converge" and r["result"]]
 conv = [v for v in conv if v is not None]
 cfail = sum(1 for r in rows if r["case"] == "converge" and not r["result"])

@@ -88,7 +88,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.compJID, "component", "collector.localhost", "component JID")
 	fs.StringVar(&o.secret, "secret", "secret", "component secret")
 	fs.StringVar(&o.compSM, "component-sm", "auto", "XEP-0198 on the component stream: auto, on, off")
-	fs.StringVar(&o.clientSM, "client-sm", "auto", "XEP-0198 on client streams: auto (when offered), off")
+	fs.StringVar(&o.clientSM, "client-sm", "auto", "XEP-0198 on client streams: auto (when offered), resume (auto, asking for resumption as the reporter SDK does), off")
 	fs.IntVar(&o.n, "n", 50, "clients (reports, idle, offline) or login workers")
 	fs.IntVar(&o.window, "w", 10, "reports in flight per client (sent, not yet at the component)")
 	fs.DurationVar(&o.duration, "d", 5*time.Second, "measurement duration (reports, login)")
@@ -116,6 +116,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if len(o.c2sAddrs) == 0 {
 		return errors.New("-c2s: no address")
+	}
+	switch o.clientSM {
+	case "auto", "resume", "off":
+	default:
+		return fmt.Errorf("-client-sm %q: use auto, resume or off", o.clientSM)
 	}
 	if o.n < 1 || o.window < 1 || o.rEvery < 1 {
 		return errors.New("-n, -w and -r-every must be at least 1")

@@ -243,7 +243,7 @@ func (r *reportRun) setupClients() ([]*conn, []chan struct{}, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ok, _, err := c.enableSM(stepTimeout)
+				ok, _, err := c.enableSM(stepTimeout, r.o.clientSM == "resume")
 				if err != nil || !ok {
 					mu.Lock()
 					smErr = fmt.Errorf("client %d: enable stream management: ok=%v %v", i, ok, err)

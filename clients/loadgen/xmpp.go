@@ -278,8 +278,12 @@ func b64(b []byte) string {
 // enableSM sends <enable/> and waits up to wait for <enabled/>. Stanzas
 // that arrive meanwhile are returned for the caller to process. ok is
 // false on <failed/> or silence.
-func (c *conn) enableSM(wait time.Duration) (ok bool, early []*wire.Element, err error) {
-	if err := c.rawWrite("<enable xmlns='urn:xmpp:sm:3'/>"); err != nil {
+func (c *conn) enableSM(wait time.Duration, resume bool) (ok bool, early []*wire.Element, err error) {
+	enable := "<enable xmlns='urn:xmpp:sm:3'/>"
+	if resume {
+		enable = "<enable xmlns='urn:xmpp:sm:3' resume='true'/>"
+	}
+	if err := c.rawWrite(enable); err != nil {
 		return false, nil, err
 	}
 	if err := c.nc.SetReadDeadline(time.Now().Add(wait)); err != nil {
@@ -359,7 +363,7 @@ func dialComponentSM(addr, jid, secret, mode string) (c *conn, sm bool, early []
 	if err != nil || mode == "off" {
 		return c, false, nil, err
 	}
-	ok, early, err := c.enableSM(2 * time.Second)
+	ok, early, err := c.enableSM(2*time.Second, false)
 	if ok {
 		return c, true, early, nil
 	}
