@@ -57,6 +57,7 @@ func TestResumeAfterOwnerDied(t *testing.T) {
 	_ = a.Ack(got - 2) // m2 and m3 are not acknowledged
 	time.Sleep(300 * time.Millisecond)
 
+	killed := time.Now()
 	if err := nodes[0].cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -66,8 +67,11 @@ func TestResumeAfterOwnerDied(t *testing.T) {
 	_ = b.Send("<message to='" + a.JID + "' id='m4'><body>m4</body></message>")
 	time.Sleep(300 * time.Millisecond)
 
+	dialed := time.Now()
 	a2 := xmpptest.DialC2S(t, nodes[2].c2s, "example.com", "alice", "pw",
 		xmpptest.C2SOptions{Resume: &xmpptest.Resume{PrevID: a.SMID, H: got - 2}})
+	t.Logf("resumed on node3 %v after node1's SIGKILL; connect + auth + <resume/> took %v",
+		time.Since(killed).Round(time.Millisecond), time.Since(dialed).Round(time.Millisecond))
 	if a2.ResumedH != 6 {
 		t.Fatalf("resumed on node3 with h=%d, want 6 (presence + 5 messages)", a2.ResumedH)
 	}
