@@ -353,6 +353,24 @@ func (c *Cluster) RemoveLocal(fullJID string) {
 	c.sendDelta(t)
 }
 
+// ForgetLocal drops a local entry that a newer entry of another node
+// replaced (a conflict: the session moved or was bound again there)
+// without sending a tombstone: a tombstone could reach a third node before
+// the newer entry and leave it, for a moment, with no session at all.
+// Lookups prefer the newer entry meanwhile, and the next digest exchange
+// removes the old one everywhere (its owner's snapshot lacks it).
+func (c *Cluster) ForgetLocal(fullJID string) {
+	c.localMu.Lock()
+	defer c.localMu.Unlock()
+	old, ok := c.local[fullJID]
+	if !ok {
+		return
+	}
+	delete(c.local, fullJID)
+	delete(c.kicked, fullJID)
+	c.localHash ^= entryHash(old.JID, old.Version)
+}
+
 // sendDelta queues s on every link; called with localMu held so that deltas
 // and snapshots are ordered. A full queue makes the link resend a snapshot.
 func (c *Cluster) sendDelta(s Session) {

@@ -607,3 +607,36 @@ func BenchmarkConverge10k(b *testing.B) {
 	}
 	b.ReportMetric(perEntry, "snapshot-B/entry")
 }
+
+// TestForgetLocalRepairedByDigest: a local entry replaced by another node's
+// newer one is dropped without a tombstone; lookups prefer the newer entry
+// meanwhile, and the digest exchange removes the old one everywhere.
+func TestForgetLocalRepairedByDigest(t *testing.T) {
+	ns := startCluster(t, 3, func(c *Config) {
+		c.PushPullInterval = 300 * time.Millisecond
+		c.repairGrace = 300 * time.Millisecond
+	})
+	a, b, c := ns[0], ns[1], ns[2]
+	b.UpsertLocal(Session{JID: "gil@x/1", Available: true})
+	waitFor(t, 2*time.Second, "b's entry everywhere", func() bool {
+		_, ok := a.LookupFull("gil@x/1")
+		return ok
+	})
+	c.UpsertLocal(Session{JID: "gil@x/1", Available: true}) // the session moved to c
+	b.ForgetLocal("gil@x/1")
+	waitFor(t, 2*time.Second, "c's newer entry wins at a", func() bool {
+		s, ok := a.LookupFull("gil@x/1")
+		return ok && s.Node == c.Name()
+	})
+	if d, _ := a.dir.digestOf(b.Name()); d.Count != 1 {
+		t.Fatalf("a's view of b right after the move: %d live entries, want the old one still there", d.Count)
+	}
+	took := waitFor(t, 10*time.Second, "b's old entry gone at a", func() bool {
+		d, _ := a.dir.digestOf(b.Name())
+		return d.Count == 0
+	})
+	t.Logf("old entry removed by the digest exchange in %v", took)
+	if s, ok := a.LookupFull("gil@x/1"); !ok || s.Node != c.Name() {
+		t.Fatalf("after repair: %+v %v", s, ok)
+	}
+}

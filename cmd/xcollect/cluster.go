@@ -78,8 +78,8 @@ func (a *clusterAdapter) HandleSessionsGone(gone []cluster.Session) {
 func (a *clusterAdapter) HandleSessionUpdate(cluster.Session) {} // presence travels as stanzas
 
 func (a *clusterAdapter) HandleConflict(full string) {
+	a.c.ForgetLocal(full) // first: the closed session's Unpublish then sends no tombstone
 	a.srv.Conflict(full)
-	a.c.RemoveLocal(full)
 }
 
 func (a *clusterAdapter) HandleUndelivered(to string, stanza []byte) { a.srv.Undeliverable(to, stanza) }
