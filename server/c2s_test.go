@@ -105,7 +105,10 @@ func TestChatAndBareJIDRouting(t *testing.T) {
 	b1.send("<presence><priority>5</priority></presence>")
 	b2.send("<presence><priority>1</priority></presence>")
 	a.send("<presence/>")
-	time.Sleep(0) // presence is processed in order on each stream
+	// Each of bob's resources sees the other's presence: both priorities
+	// are in effect before anything is routed to the bare JID.
+	b1.expect("<presence", `from="`+b2.jid+`"`)
+	b2.expect("<presence", `from="`+b1.jid+`"`)
 	// full JID → that resource
 	a.send("<message to='" + b2.jid + "' type='chat' id='m1'><body>to laptop</body></message>")
 	got := b2.expect("to laptop")

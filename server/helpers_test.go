@@ -150,7 +150,7 @@ func (c *client) send(raw string) {
 // expect waits for an element containing every substring in want.
 func (c *client) expect(want ...string) string {
 	c.t.Helper()
-	deadline := time.After(5 * time.Second)
+	deadline := time.After(10 * time.Second) // generous: the race detector on 2 busy cores
 	for {
 		select {
 		case got := <-c.in:

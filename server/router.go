@@ -327,7 +327,7 @@ func (s *Server) storeOffline(st *stanza, bare string, done func()) {
 		s.log.Warn().Err(err).Str("jid", bare).Msg("store offline message")
 		s.bounce(st, "wait", "internal-server-error", "")
 	default:
-		s.log.Debug().Str("jid", bare).Msg("stored offline message")
+		s.log.Debug().Str("jid", bare).Str("id", st.id).Msg("stored offline message")
 	}
 	done()
 }

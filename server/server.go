@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	mrand "math/rand/v2"
+
 	"github.com/rs/zerolog"
 
 	"xcollect.dev/xcollect/storage"
@@ -53,6 +55,8 @@ type Server struct {
 	replicas   replicaTable  // copies of other nodes' sessions (cluster)
 	repDirty   atomic.Bool   // a session's copy needs a fresh snapshot
 	repSeq     atomic.Uint64 // numbers the snapshots sent to standbys
+	repKick    chan struct{} // wakes replicaLoop: a copy went stale
+	leaving    atomic.Bool   // LeaveCluster ran: no more copies
 	epoch      int64         // start time: tells a restarted node from the old one
 	authFail   failLimiter
 	stats      Stats
@@ -103,7 +107,8 @@ func New(cfg Config, store storage.Store) (*Server, error) {
 	s.smDetached.init(2 * cfg.SMResumeTimeout)
 	s.replicas.byID = make(map[string]*replica)
 	s.replicas.epochs = make(map[string]int64)
-	s.epoch = time.Now().UnixNano()
+	s.epoch = mrand.Int64() // not a clock: a restarted node only needs a different one
+	s.repKick = make(chan struct{}, 1)
 	s.authFail.init(cfg.AuthFailuresBeforeDelay, cfg.AuthFailureWindow)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.loops, s.stopLoops = context.WithCancel(s.ctx)
@@ -197,7 +202,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, sess := range s.sessions.all() {
 		sess.closeWithError(closeShutdown, "system-shutdown", "")
 	}
-	for _, sess := range s.smDetached.closeAll() {
+	for _, sess := range s.smDetached.list() {
 		s.endSession(sess)
 	}
 	done := make(chan struct{})

@@ -22,6 +22,10 @@ type smState struct {
 	ackWant bool
 	ackSent uint32 // the highest h answered so far (ackOut: any)
 	ackOut  bool
+	// an answer waiting for the standby's copy of the count (smq_replica.go)
+	inFlight bool
+	inWait   bool // another answer, with inNext, follows the one in flight
+	inNext   uint32
 	// outbound: stanzas written since <enable/> and those not yet acked.
 	outSent  uint32
 	counting bool // set once <enabled/> is written: stanzas before it are not counted
@@ -29,8 +33,9 @@ type smState struct {
 	rPending bool
 	timer    *time.Timer // resumption timeout while detached
 	// the copy on a standby node (cluster; smq_replica.go)
-	rep      string // node holding it ("" = none)
-	repDirty bool   // an update was lost: a fresh snapshot is due
+	rep      string   // node holding it ("" = none)
+	repDirty bool     // an update was lost: a fresh snapshot is due
+	repHeld  []func() // senders and acks waiting for that snapshot
 }
 
 type smItem struct {
@@ -107,12 +112,14 @@ func (s *Session) handleSM(el *wire.Element) bool {
 			standby = s.srv.standbyNode()
 		}
 		s.mu.Lock()
+		release := noop
 		if standby != "" && s.sm == sm {
-			s.startReplicaLocked(standby) // before <enabled/>: what follows it is copied
+			release = s.startReplicaLocked(standby) // before <enabled/>: what follows it is copied
 		}
 		s.out = append(s.out, outItem{b: append(b, "/>"...), enabled: true})
 		s.notify()
 		s.mu.Unlock()
+		release()
 	case "r":
 		s.mu.Lock()
 		if sm := s.sm; sm != nil {
@@ -226,7 +233,8 @@ func (s *Session) settleInbound() {
 		if time.Now().After(deadline) {
 			fresh := *sm
 			fresh.inRecv, fresh.pending, fresh.ackWant = sm.inH, nil, false
-			s.sm = &fresh // completions of the old stanzas see another sm and do nothing
+			fresh.inFlight, fresh.inWait = false, false // the old one's copy answers nobody now
+			s.sm = &fresh                               // completions of the old stanzas see another sm and do nothing
 			return
 		}
 		s.mu.Unlock()
@@ -479,8 +487,8 @@ func (t *detachedTable) remove(s *Session) {
 	t.mu.Unlock()
 }
 
-// closeAll ends every detached session (shutdown).
-func (t *detachedTable) closeAll() []*Session {
+// list returns every resumable session, attached or detached.
+func (t *detachedTable) list() []*Session {
 	t.mu.Lock()
 	var out []*Session
 	for _, s := range t.byID {

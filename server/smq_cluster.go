@@ -88,7 +88,7 @@ func smOwner(id string) string {
 func (s *Server) takeover(node, id, bare string, h uint32) (takeoverResp, error) {
 	req := takeoverReq{ID: id, Bare: bare, H: h, From: s.cfg.NodeName, Req: randomID(8)}
 	ch := s.moves.wait(req.Req, 1)
-	defer s.moves.done(req.Req)
+	defer s.finishTakeover(req.Req)
 	b, err := json.Marshal(req)
 	if err != nil {
 		return takeoverResp{}, err
@@ -129,11 +129,98 @@ func (t *takeovers) wait(id string, n int) chan takeoverResp {
 	return ch
 }
 
-// done forgets request id.
-func (t *takeovers) done(id string) {
+// done forgets request id and returns the answers nobody took.
+func (t *takeovers) done(id string) []takeoverResp {
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	ch := t.pending[id]
 	delete(t.pending, id)
-	t.mu.Unlock()
+	var left []takeoverResp
+	for ch != nil {
+		select {
+		case r := <-ch:
+			left = append(left, r)
+		default:
+			return left
+		}
+	}
+	return left
+}
+
+// deliver hands resp to the request waiting for it; false if none does.
+// Under the lock, so that done sees every answer delivered before it.
+func (t *takeovers) deliver(resp takeoverResp) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ch := t.pending[resp.Req]
+	if ch == nil {
+		return false
+	}
+	select {
+	case ch <- resp:
+	default: // more answers than expected; never block the link
+	}
+	return true
+}
+
+// finishTakeover forgets request id; answers that came but were not used
+// are abandoned.
+func (s *Server) finishTakeover(id string) {
+	for _, r := range s.moves.done(id) {
+		s.abandoned(r)
+	}
+}
+
+// abandoned handles a takeover answer nobody uses (the client got its
+// answer from elsewhere, or <failed/>): the stanzas it carries go to
+// offline storage; a live session given up by its owner is announced gone
+// by the owner.
+func (s *Server) abandoned(resp takeoverResp) {
+	if !resp.OK {
+		return
+	}
+	s.offload(func() {
+		for _, b := range resp.Resend {
+			s.undeliverable(resp.Full, b)
+		}
+		if resp.Replica || resp.From == "" {
+			return
+		}
+		if err := s.cluster.Route(resp.From, peerDrop, []byte(resp.Full)); err != nil {
+			s.log.Warn().Err(err).Str("jid", resp.Full).Msg("drop a session nobody resumed")
+		}
+	})
+}
+
+// answerTakeover sends resp to the requesting node. An answer that surely
+// did not leave (or, for a standby's copy, may not have arrived) keeps
+// its stanzas offline and the handled count here.
+func (s *Server) answerTakeover(node string, req takeoverReq, resp takeoverResp) {
+	out, err := json.Marshal(resp)
+	if err != nil {
+		return
+	}
+	lost := func() {
+		if resp.OK {
+			s.smDetached.endedHere(req.ID, req.Bare, resp.InH)
+			s.offload(func() {
+				for _, b := range resp.Resend {
+					s.undeliverable(resp.Full, b)
+				}
+				if !resp.Replica {
+					s.announceGone(resp.Full) // the session we gave up went nowhere
+				}
+			})
+		}
+	}
+	if err := s.cluster.RouteAcked(node, peerState, out, func(err error) {
+		if err != nil && resp.Replica {
+			lost() // at-least-once: it may also have arrived
+		}
+	}); err != nil {
+		s.log.Warn().Err(err).Str("node", node).Msg("answer session takeover")
+		lost()
+	}
 }
 
 // handlePeerControl handles node-to-node messages that are not stanzas; it
@@ -158,9 +245,7 @@ func (s *Server) handlePeerControl(to string, b []byte) bool {
 					} else {
 						resp = s.giveAway(req) // not found: h if it ended here
 					}
-					if out, err := json.Marshal(resp); err == nil {
-						_ = s.cluster.Route(req.From, peerState, out) // the requester times out otherwise
-					}
+					s.answerTakeover(req.From, req, resp)
 					return
 				}
 				// A session that already moved on: the node that holds it
@@ -170,63 +255,36 @@ func (s *Server) handlePeerControl(to string, b []byte) bool {
 						return
 					}
 				}
-				resp := s.giveAway(req)
-				if out, err := json.Marshal(resp); err == nil {
-					if err := s.cluster.Route(req.From, peerState, out); err != nil {
-						s.log.Warn().Err(err).Str("node", req.From).Msg("answer session takeover")
-					}
-				}
+				s.answerTakeover(req.From, req, s.giveAway(req))
 			})
 		}
 		return true
 	case peerState:
 		var resp takeoverResp
-		if err := json.Unmarshal(b, &resp); err == nil {
-			s.moves.mu.Lock()
-			ch := s.moves.pending[resp.Req]
-			s.moves.mu.Unlock()
-			if ch != nil {
-				select {
-				case ch <- resp: // buffered: the first answer is taken
-				default: // a duplicate answer; never block the link
-				}
-			} else if resp.OK && resp.Replica {
-				// a copy nobody waits for any more: its stanzas go offline
-				s.offload(func() {
-					for _, b := range resp.Resend {
-						s.undeliverable(resp.Full, b)
-					}
-				})
-			} else if resp.OK && resp.From != "" {
-				// Nobody waits any more (the client got <failed/>): the
-				// owner gave the session up, so keep its stanzas offline and
-				// tell the owner to announce it gone.
-				s.offload(func() {
-					for _, b := range resp.Resend {
-						s.undeliverable(resp.Full, b)
-					}
-					if err := s.cluster.Route(resp.From, peerDrop, []byte(resp.Full)); err != nil {
-						s.log.Warn().Err(err).Str("jid", resp.Full).Msg("drop a session nobody resumed")
-					}
-				})
-			}
+		if err := json.Unmarshal(b, &resp); err == nil && !s.moves.deliver(resp) {
+			s.abandoned(resp) // nobody waits any more (the client got <failed/>)
 		}
 		return true
 	case peerReplica:
 		s.applyReplica(b)
 		return true
 	case peerDrop:
-		full := string(b)
-		if j, err := jid.Parse(full); err == nil && s.sessions.get(j.Bare().String(), j.Resourcepart()) == nil && s.cluster != nil {
-			s.cluster.Unpublish(full)
-			s.spawn(func() {
-				raw := wire.AppendAttr([]byte("<presence"), "from", full)
-				s.broadcast(j, append(raw, " type='unavailable'/>"...), noop)
-			})
-		}
+		s.announceGone(string(b))
 		return true
 	}
 	return false
+}
+
+// announceGone removes a session this node handed over but nobody took
+// from the directory, and tells its contacts it is unavailable.
+func (s *Server) announceGone(full string) {
+	if j, err := jid.Parse(full); err == nil && s.sessions.get(j.Bare().String(), j.Resourcepart()) == nil && s.cluster != nil {
+		s.cluster.Unpublish(full)
+		s.spawn(func() {
+			raw := wire.AppendAttr([]byte("<presence"), "from", full)
+			s.broadcast(j, append(raw, " type='unavailable'/>"...), noop)
+		})
+	}
 }
 
 // giveAway detaches a local session for another node and returns its state.
@@ -301,11 +359,12 @@ func (s *Server) resumeMoved(c *c2sConn, id string, st takeoverResp, h uint32) (
 	for _, b := range st.Resend {
 		sess.out = append(sess.out, outItem{b: b, stanza: true})
 	}
+	s.smDetached.add(id, sess) // before its first snapshot (replicaPass lists smDetached)
 	standby := s.standbyNode()
 	sess.mu.Lock()
-	sess.startReplicaLocked(standby)
+	release := sess.startReplicaLocked(standby)
 	sess.mu.Unlock()
-	s.smDetached.add(id, sess)
+	release()
 	s.bind(sess)
 	b := []byte("<resumed xmlns='urn:xmpp:sm:3'")
 	b = wire.AppendAttr(b, "previd", id)
@@ -317,12 +376,16 @@ func (s *Server) resumeMoved(c *c2sConn, id string, st takeoverResp, h uint32) (
 	}
 	sess.log.Info().Int("resent", len(st.Resend)).Bool("from_copy", st.Replica).Msg("session resumed from another node")
 	sess.attach(c)
-	if st.Replica && st.Available {
-		// Its node died: contacts saw it go unavailable and messages for
-		// it went to offline storage meanwhile.
+	if st.Available {
 		s.spawn(func() {
-			s.broadcast(sess.jid, st.Presence, noop)
+			if st.Replica {
+				// Its node died: contacts saw it go unavailable.
+				s.broadcast(sess.jid, st.Presence, noop)
+			}
 			if st.Priority >= 0 {
+				// Messages that found no session while it moved (its old
+				// node dead, or a directory that saw the old entry go
+				// before the new one came) went to offline storage.
 				ctx, cancel := s.storeCtx()
 				s.deliverOffline(ctx, sess)
 				cancel()

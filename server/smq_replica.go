@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"sync"
@@ -120,30 +121,68 @@ func (s *Server) standbyNode() string {
 	return ""
 }
 
-// repLocked sends m about s's session to its standby. done (if not nil)
-// runs once the standby applied it, or the link failed; repLocked reports
-// whether done will run. Called with s.mu held.
+// repLocked sends m about s's session to its standby, with a receipt: an
+// update the link loses (it died, or its queue was full) marks the copy
+// stale, and replicaLoop replaces it with a fresh snapshot at once. done,
+// if not nil, runs once the standby applied m or, when m was lost or the
+// copy is stale, once a fresh snapshot is applied. repLocked reports
+// whether done will run; false means no copy is kept (no standby, or the
+// node is leaving) and the caller goes on at once. Called with s.mu held.
 func (s *Session) repLocked(m *repMsg, done func()) bool {
 	sm := s.sm
-	if sm == nil || sm.rep == "" || sm.repDirty {
+	if sm == nil || sm.rep == "" || s.srv.leaving.Load() {
 		return false
+	}
+	if sm.repDirty {
+		if done == nil {
+			return false // the snapshot carries it
+		}
+		sm.repHeld = append(sm.repHeld, done)
+		return true
 	}
 	m.ID, m.Owner, m.Epoch = sm.id, s.srv.cfg.NodeName, s.srv.epoch
 	b, err := json.Marshal(m)
 	if err != nil {
 		return false
 	}
-	if done != nil {
-		err = s.srv.cluster.RouteAcked(sm.rep, peerReplica, b, func(error) { done() })
-	} else {
-		err = s.srv.cluster.Route(sm.rep, peerReplica, b)
-	}
+	err = s.srv.cluster.RouteAcked(sm.rep, peerReplica, b, func(err error) {
+		if err == nil {
+			if done != nil {
+				done()
+			}
+			return
+		}
+		s.mu.Lock()
+		if s.sm == sm {
+			s.staleLocked()
+			if done != nil {
+				sm.repHeld = append(sm.repHeld, done)
+				done = nil
+			}
+		}
+		s.mu.Unlock()
+		if done != nil {
+			done() // the session moved on: nothing to wait for
+		}
+	})
 	if err != nil {
-		sm.repDirty = true
-		s.srv.repDirty.Store(true)
-		return false
+		s.staleLocked()
+		if done == nil {
+			return false
+		}
+		sm.repHeld = append(sm.repHeld, done)
 	}
 	return true
+}
+
+// staleLocked marks the copy as missing an update and wakes replicaLoop.
+func (s *Session) staleLocked() {
+	s.sm.repDirty = true
+	s.srv.repDirty.Store(true)
+	select {
+	case s.srv.repKick <- struct{}{}:
+	default:
+	}
 }
 
 // presLocked returns the session's presence for a copy.
@@ -171,21 +210,34 @@ func (s *Session) snapshotLocked() *repMsg {
 	return m
 }
 
-// startReplicaLocked makes standby the holder of the session's copy.
-// Called with s.mu held.
-func (s *Session) startReplicaLocked(standby string) {
+// startReplicaLocked sends a snapshot of the session to standby, which
+// holds its copy from now on. The senders and acks that waited for a
+// stale copy are released once the snapshot is applied (or at once when
+// there is no standby): the returned function releases them when the
+// caller has dropped s.mu. Called with s.mu held.
+func (s *Session) startReplicaLocked(standby string) (release func()) {
 	sm := s.sm
 	old := sm.rep
-	sm.rep, sm.repDirty = standby, false
-	if standby != "" {
-		s.repLocked(s.snapshotLocked(), nil)
-	}
+	held := sm.repHeld
+	sm.rep, sm.repDirty, sm.repHeld = standby, false, nil
 	if old != "" && old != standby {
 		b, err := json.Marshal(&repMsg{Op: "close", ID: sm.id, Owner: s.srv.cfg.NodeName, Epoch: s.srv.epoch})
 		if err == nil {
-			_ = s.srv.cluster.Route(old, peerReplica, b) // best effort: a dead standby forgets anyway
+			_ = s.srv.cluster.Route(old, peerReplica, b) // best effort: a copy of an alive owner is also dropped by keep
 		}
 	}
+	runHeld := func() {
+		for _, done := range held {
+			done()
+		}
+	}
+	if standby == "" || s.srv.leaving.Load() {
+		return runHeld
+	}
+	if !s.repLocked(s.snapshotLocked(), runHeld) {
+		return runHeld
+	}
+	return noop
 }
 
 // sendThen is send for a stanza whose sender waits until it is safe: done
@@ -195,17 +247,29 @@ func (s *Session) sendThen(b []byte, done func()) {
 	s.enqueue(b, true, done)
 }
 
-// queueAckLocked answers an <r/> with h, once the standby has h. Called
-// with s.mu held.
+// queueAckLocked answers an <r/> with h, once the standby has h. While
+// one copy of the count is on its way, later answers wait and go out
+// together with the next one (one link round trip per burst of <r/>, not
+// per <r/>). Called with s.mu held.
 func (s *Session) queueAckLocked(h uint32) {
 	sm := s.sm
+	if sm.inFlight {
+		sm.inNext, sm.inWait = h, true
+		return
+	}
 	if s.repLocked(&repMsg{Op: "in", H: h}, func() {
 		s.mu.Lock()
 		if s.sm == sm {
+			sm.inFlight = false
 			s.ackOutLocked(h)
+			if sm.inWait {
+				sm.inWait = false
+				s.queueAckLocked(sm.inNext)
+			}
 		}
 		s.mu.Unlock()
 	}) {
+		sm.inFlight = true
 		return
 	}
 	s.ackOutLocked(h)
@@ -229,41 +293,96 @@ func (s *Server) replicaLoop() {
 	t := time.NewTicker(replicaTick)
 	defer t.Stop()
 	last := ""
+	var lastExpiry time.Time
 	for {
-		standby := s.standbyNode()
-		if standby != last || s.repDirty.Swap(false) {
-			seq := s.repSeq.Load()
-			var ids []string
-			for _, sess := range s.sessions.all() {
-				sess.mu.Lock()
-				if sm := sess.sm; sm != nil && sm.resumable && !sess.ended {
-					if sm.rep != standby || sm.repDirty {
-						sess.startReplicaLocked(standby)
-					}
-					ids = append(ids, sm.id)
-				}
-				sess.mu.Unlock()
-			}
-			if standby != "" {
-				// Copies of sessions that ended while an update was lost
-				// would otherwise wait for this node's death.
-				b, err := json.Marshal(&repMsg{Op: "keep", Owner: s.cfg.NodeName, Epoch: s.epoch, Seq: seq, IDs: ids})
-				if err == nil && s.cluster.Route(standby, peerReplica, b) != nil {
-					s.repDirty.Store(true) // again next tick
-				}
-			}
-			last = standby
+		if !s.leaving.Load() {
+			last = s.replicaPass(last)
 		}
-		if standby != "" {
-			if b, err := json.Marshal(&repMsg{Op: "hello", Owner: s.cfg.NodeName, Epoch: s.epoch}); err == nil {
-				_ = s.cluster.Route(standby, peerReplica, b) // repeated every tick
-			}
+		if now := time.Now(); now.Sub(lastExpiry) >= replicaTick {
+			s.expireReplicas(now)
+			lastExpiry = now
 		}
-		s.expireReplicas(time.Now())
 		select {
 		case <-s.loops.Done():
 			return
 		case <-t.C:
+		case <-s.repKick:
+			// an update was lost: snapshot soon, but no busy loop while
+			// the standby's link is down
+			select {
+			case <-s.loops.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// replicaPass moves the copies to the current standby when it changed
+// (last is the previous one) and replaces stale ones; it returns the
+// standby.
+func (s *Server) replicaPass(last string) string {
+	standby := s.standbyNode()
+	if standby != last || s.repDirty.Swap(false) {
+		seq := s.repSeq.Load()
+		var ids []string
+		// Every resumable session, attached or detached, is in smDetached
+		// before its first snapshot is sent.
+		for _, sess := range s.smDetached.list() {
+			sess.mu.Lock()
+			release := noop
+			if sm := sess.sm; sm != nil && sm.resumable && !sess.ended {
+				if sm.rep != standby || sm.repDirty {
+					release = sess.startReplicaLocked(standby)
+				}
+				ids = append(ids, sm.id)
+			}
+			sess.mu.Unlock()
+			release()
+		}
+		if standby != "" {
+			// Copies of sessions that ended while an update was lost
+			// would otherwise wait for this node's death.
+			b, err := json.Marshal(&repMsg{Op: "keep", Owner: s.cfg.NodeName, Epoch: s.epoch, Seq: seq, IDs: ids})
+			if err == nil && s.cluster.Route(standby, peerReplica, b) != nil {
+				s.repDirty.Store(true) // again next tick
+			}
+		}
+	}
+	if standby != "" {
+		if b, err := json.Marshal(&repMsg{Op: "hello", Owner: s.cfg.NodeName, Epoch: s.epoch}); err == nil {
+			_ = s.cluster.Route(standby, peerReplica, b) // repeated every tick
+		}
+	}
+	return standby
+}
+
+// LeaveCluster tells the other nodes, before this node leaves the cluster
+// on a graceful shutdown, to drop their copies of its sessions: Shutdown
+// ends those sessions with system-shutdown and stores what they did not
+// deliver offline itself, so a copy would only deliver it twice. It waits
+// for the receipts or ctx.
+func (s *Server) LeaveCluster(ctx context.Context) {
+	if s.cluster == nil || s.leaving.Swap(true) {
+		return
+	}
+	b, err := json.Marshal(&repMsg{Op: "bye", Owner: s.cfg.NodeName, Epoch: s.epoch})
+	if err != nil {
+		return
+	}
+	nodes := s.cluster.Nodes()
+	acked := make(chan struct{}, len(nodes)) // a receipt never blocks
+	n := 0
+	for _, node := range nodes {
+		if node != s.cfg.NodeName && s.cluster.RouteAcked(node, peerReplica, b, func(error) { acked <- struct{}{} }) == nil {
+			n++
+		}
+	}
+	for ; n > 0; n-- {
+		select {
+		case <-acked:
+		case <-ctx.Done():
+			return
 		}
 	}
 }
@@ -280,8 +399,14 @@ func (s *Server) applyReplica(b []byte) {
 	t := &s.replicas
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if m.Epoch > t.epochs[m.Owner] {
-		t.epochs[m.Owner] = m.Epoch
+	t.epochs[m.Owner] = m.Epoch // the newest process of that node speaks
+	if m.Op == "bye" {
+		for id, r := range t.byID {
+			if r.owner == m.Owner {
+				delete(t.byID, id)
+			}
+		}
+		return
 	}
 	if m.Op == "keep" {
 		keep := make(map[string]bool, len(m.IDs))
@@ -374,15 +499,20 @@ func (s *Server) giveReplica(req takeoverReq) (takeoverResp, bool) {
 	return resp, true
 }
 
-// expireReplicas drops copies whose owner has been dead or restarted for
-// longer than the resumption timeout: their stanzas go to offline storage
-// and the handled count is kept for <failed h/>.
+// expireReplicas drops copies whose owner has been dead (out of the
+// membership, not merely unlinked) or restarted for longer than the
+// resumption timeout: their stanzas go to offline storage and the handled
+// count is kept for <failed h/>.
 func (s *Server) expireReplicas(now time.Time) {
+	alive := map[string]bool{}
+	for _, n := range s.cluster.Nodes() {
+		alive[n] = true
+	}
 	t := &s.replicas
 	var expired []*replica
 	t.mu.Lock()
 	for id, r := range t.byID {
-		if s.ownerLive(r) {
+		if alive[r.owner] && t.epochs[r.owner] == r.epoch {
 			r.orphaned = time.Time{}
 			continue
 		}
@@ -398,9 +528,9 @@ func (s *Server) expireReplicas(now time.Time) {
 	}
 	t.mu.Unlock()
 	for _, r := range expired {
-		s.log.Info().Str("jid", r.full).Int("stanzas", len(r.fifo)).Msg("session copy expired: its stanzas go to offline storage")
 		s.smDetached.endedHere(r.id, r.bare, r.inH)
 		s.storeReplicaOffline(r)
+		s.log.Info().Str("jid", r.full).Int("stanzas", len(r.fifo)).Msg("session copy expired: its stanzas are in offline storage")
 	}
 }
 
@@ -427,7 +557,7 @@ func (s *Server) findReplica(id, bare string, h uint32) (takeoverResp, bool) {
 		return takeoverResp{}, false
 	}
 	ch := s.moves.wait(req.Req, len(nodes))
-	defer s.moves.done(req.Req)
+	defer s.finishTakeover(req.Req) // a second copy that answered too goes offline
 	b, err := json.Marshal(req)
 	if err != nil {
 		return takeoverResp{}, false

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -22,15 +23,42 @@ type fakeCluster struct {
 	mu        sync.Mutex
 	nodes     []string
 	reachable map[string]bool
+	down      bool      // RouteAcked fails (the link is down)
+	sent      []sentMsg // what RouteAcked queued
+}
+
+type sentMsg struct {
+	node string
+	msg  repMsg
+	done func(error)
 }
 
 func (f *fakeCluster) Lookup(string) []PeerSession { return nil }
 func (f *fakeCluster) Route(string, string, []byte) error {
 	return nil
 }
-func (f *fakeCluster) RouteAcked(string, string, []byte, func(error)) error { return nil }
-func (f *fakeCluster) Publish(PeerSession)                                  {}
-func (f *fakeCluster) Unpublish(string)                                     {}
+func (f *fakeCluster) RouteAcked(node, _ string, b []byte, done func(error)) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return errors.New("link down")
+	}
+	var m repMsg
+	_ = json.Unmarshal(b, &m)
+	f.sent = append(f.sent, sentMsg{node, m, done})
+	return nil
+}
+
+// take returns the messages queued since the last call.
+func (f *fakeCluster) take() []sentMsg {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.sent
+	f.sent = nil
+	return out
+}
+func (f *fakeCluster) Publish(PeerSession) {}
+func (f *fakeCluster) Unpublish(string)    {}
 func (f *fakeCluster) Nodes() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -203,6 +231,66 @@ func TestReplicaExpires(t *testing.T) {
 	msgs, err := s.store.Offline().FetchOffline(context.Background(), "alice@example.com", time.Time{})
 	if err != nil || len(msgs) != 1 || !strings.Contains(string(msgs[0].Stanza), "id='m1'") {
 		t.Fatalf("offline after expiry: %v %v", msgs, err)
+	}
+}
+
+// TestStaleCopyHoldsSenders: an update the link could not take marks the
+// copy stale; the sender waiting for it (and one that comes later) is
+// released only when a fresh snapshot holding both stanzas is applied.
+func TestStaleCopyHoldsSenders(t *testing.T) {
+	fc := &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n2": true}}
+	s := replicaServer(t, "n1", fc)
+	sess := &Session{srv: s, full: "alice@example.com/r", bare: "alice@example.com", log: s.log}
+	sess.sm = &smState{id: "n1~x", resumable: true, counting: true}
+	s.smDetached.add("n1~x", sess)
+	sess.mu.Lock()
+	release := sess.startReplicaLocked("n2")
+	sess.mu.Unlock()
+	release()
+	if m := fc.take(); len(m) != 1 || m[0].msg.Op != "open" || m[0].node != "n2" {
+		t.Fatalf("first snapshot: %+v", m)
+	}
+	var released []string
+	var mu sync.Mutex
+	doneFor := func(id string) func() {
+		return func() { mu.Lock(); released = append(released, id); mu.Unlock() }
+	}
+	fc.mu.Lock()
+	fc.down = true
+	fc.mu.Unlock()
+	sess.sendThen([]byte("<message id='m1'/>"), doneFor("m1"))
+	fc.mu.Lock()
+	fc.down = false
+	fc.mu.Unlock()
+	sess.sendThen([]byte("<message id='m2'/>"), doneFor("m2")) // stale: held, not sent
+	if m := fc.take(); len(m) != 0 {
+		t.Fatalf("update sent on a stale copy: %+v", m)
+	}
+	if len(released) != 0 {
+		t.Fatalf("released before the copy has them: %v", released)
+	}
+	s.replicaPass("n2")
+	m := fc.take()
+	if len(m) != 1 || m[0].msg.Op != "open" || len(m[0].msg.Out) != 2 {
+		t.Fatalf("fresh snapshot: %+v", m)
+	}
+	m[0].done(nil) // the standby applied it
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(released, []string{"m1", "m2"}) {
+		t.Fatalf("released %v, want m1 m2", released)
+	}
+}
+
+// TestReplicaBye: a node that leaves gracefully takes its copies along.
+func TestReplicaBye(t *testing.T) {
+	fc := &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n1": true}}
+	s := replicaServer(t, "n2", fc)
+	apply(t, s, repMsg{Op: "open", ID: "n1~a", Owner: "n1", Epoch: 1, Full: "u@example.com/a", Seq: 1})
+	apply(t, s, repMsg{Op: "open", ID: "n3~b", Owner: "n3", Epoch: 1, Full: "u@example.com/b", Seq: 1})
+	apply(t, s, repMsg{Op: "bye", Owner: "n1", Epoch: 1})
+	if got := keys(s); !slices.Equal(got, []string{"n3~b"}) {
+		t.Fatalf("copies after n1's bye: %v", got)
 	}
 }
 

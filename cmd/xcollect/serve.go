@@ -141,6 +141,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		stops = append(stops, func() { shutdown(log, cl.Shutdown) })
+		// Before the cluster stops: the other nodes drop their copies of
+		// this node's XEP-0198 sessions, which Shutdown ends itself.
+		stops = append(stops, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			srv.LeaveCluster(ctx)
+		})
 		loadDone := make(chan struct{})
 		go func() { defer close(loadDone); loadLoop(ctx, cl, srv, mgr) }()
 		stops = append(stops, func() { <-loadDone })
