@@ -26,6 +26,8 @@ import (
 //	keep   the ids the owner still copies here: forget the others opened
 //	       before (sent after a lost update or a change of standby)
 //	hello  the owner's start time (a restarted owner has a new one)
+//	bye    the owner shuts down gracefully: drop all its copies
+//	resync (standby → owner) an update came for a copy it does not have
 //
 // Two rules make the copy good enough to resume from: a stanza queued to a
 // replicated session counts as handled for its sender only once the standby
@@ -396,6 +398,36 @@ func (s *Server) applyReplica(b []byte) {
 		s.log.Warn().Err(err).Msg("bad session copy update")
 		return
 	}
+	if m.Op == "resync" {
+		s.resync(m.ID, m.Owner)
+		return
+	}
+	if s.applyReplicaMsg(&m) {
+		// An update for a copy this node does not have (it restarted, or
+		// the copy was dropped): the owner sends a fresh snapshot.
+		if b, err := json.Marshal(&repMsg{Op: "resync", ID: m.ID, Owner: s.cfg.NodeName}); err == nil {
+			_ = s.cluster.Route(m.Owner, peerReplica, b) // lost: the next update asks again
+		}
+	}
+}
+
+// resync marks the copy of local session id on node stale: node does not
+// have it.
+func (s *Server) resync(id, node string) {
+	sess := s.smDetached.get(id)
+	if sess == nil {
+		return
+	}
+	sess.mu.Lock()
+	if sm := sess.sm; sm != nil && sm.rep == node && !sm.repDirty {
+		sess.staleLocked()
+	}
+	sess.mu.Unlock()
+}
+
+// applyReplicaMsg applies m to the copies; it reports whether m was an
+// update for a copy that is missing here.
+func (s *Server) applyReplicaMsg(m *repMsg) (missing bool) {
 	t := &s.replicas
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -406,7 +438,7 @@ func (s *Server) applyReplica(b []byte) {
 				delete(t.byID, id)
 			}
 		}
-		return
+		return false
 	}
 	if m.Op == "keep" {
 		keep := make(map[string]bool, len(m.IDs))
@@ -418,7 +450,7 @@ func (s *Server) applyReplica(b []byte) {
 				delete(t.byID, id)
 			}
 		}
-		return
+		return false
 	}
 	if m.Op == "open" {
 		bare := m.Full
@@ -430,11 +462,14 @@ func (s *Server) applyReplica(b []byte) {
 			r.pres = *m.Pres
 		}
 		t.byID[m.ID] = r
-		return
+		return false
+	}
+	if m.Op == "hello" {
+		return false
 	}
 	r := t.byID[m.ID]
 	if r == nil || r.owner != m.Owner {
-		return // hello, or an update for a copy we do not have (a snapshot follows)
+		return m.Op != "close"
 	}
 	switch m.Op {
 	case "out":
@@ -459,6 +494,7 @@ func (s *Server) applyReplica(b []byte) {
 	case "close":
 		delete(t.byID, m.ID)
 	}
+	return false
 }
 
 // ownerLive reports whether r's owner is alive and still the process that

@@ -303,3 +303,29 @@ func keys(s *Server) []string {
 	}
 	return out
 }
+
+// TestResyncAfterStandbyLostCopy: an update for a copy the standby does
+// not have (it restarted) makes the owner send a fresh snapshot.
+func TestResyncAfterStandbyLostCopy(t *testing.T) {
+	fc := &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n2": true}}
+	owner := replicaServer(t, "n1", fc)
+	sess := &Session{srv: owner, full: "alice@example.com/r", bare: "alice@example.com", log: owner.log}
+	sess.sm = &smState{id: "n1~x", resumable: true, counting: true}
+	owner.smDetached.add("n1~x", sess)
+	sess.mu.Lock()
+	release := sess.startReplicaLocked("n2")
+	sess.mu.Unlock()
+	release()
+	fc.take()
+	// the standby (fresh process) gets an update for an unknown copy…
+	standby := replicaServer(t, "n2", &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n1": true}})
+	if !standby.applyReplicaMsg(&repMsg{Op: "out", ID: "n1~x", Owner: "n1", Epoch: owner.epoch, Out: [][]byte{[]byte("<message/>")}}) {
+		t.Fatal("an update for a missing copy is not reported")
+	}
+	// …and its resync makes the owner snapshot again.
+	apply(t, owner, repMsg{Op: "resync", ID: "n1~x", Owner: "n2"})
+	owner.replicaPass("n2")
+	if m := fc.take(); len(m) != 1 || m[0].msg.Op != "open" {
+		t.Fatalf("after resync: %+v", m)
+	}
+}
