@@ -210,7 +210,8 @@ if CL in servers:
         print("| case | figure | resume off | resume on | on / off |")
         print("|---|---|---|---|---|")
         for case, name in [("reports", "reports (as fast as the window allows)"), ("reports-rate", "reports at a steady rate")]:
-            for key, label in [("reports_per_s", "delivered reports/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("lost", "lost")]:
+            for key, label in [("reports_per_s", "delivered reports/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
+                               ("ack_p50_ms", "ack p50 ms (send → <a h/>)"), ("ack_p99_ms", "ack p99 ms"), ("lost", "lost")]:
                 a, b = med(case, CL, key), med(case + "-resume", CL, key)
                 r = f"{b / a:.2f}" if a and b is not None else "–"
                 print(f"| {name} | {label} | {fmt(a)} | {fmt(b)} | {r} |")

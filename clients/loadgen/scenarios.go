@@ -32,12 +32,14 @@ type reportRun struct {
 	sent, bounced atomic.Int64
 	sentPer       []atomic.Int64
 	ackedPer      []atomic.Int64 // last <a h/> per client (with SM)
+	ackTrack      []ackTrack     // per client: send times, for ack latency
 	smPer         []bool
 	errTypes      sync.Map // condition → *atomic.Int64
 
 	received, inWindow, stale, dup atomic.Int64
 	latMu                          sync.Mutex
 	lat                            []int64 // µs, send → component receipt
+	ackLat                         []int64 // µs, send → the client's <a h/> covering it (SM)
 	compDone                       chan struct{}
 	compSM                         bool
 	seen                           []map[int]struct{} // per client seqs (offline only)
@@ -47,12 +49,54 @@ func newRun(o options) *reportRun {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	r := &reportRun{o: o, runID: hex.EncodeToString(b[:]),
-		sentPer: make([]atomic.Int64, o.n), ackedPer: make([]atomic.Int64, o.n), smPer: make([]bool, o.n)}
+		sentPer: make([]atomic.Int64, o.n), ackedPer: make([]atomic.Int64, o.n), smPer: make([]bool, o.n),
+		ackTrack: make([]ackTrack, o.n)}
 	// <message to='' id='lg.xxxxxxxx.0.0.1700000000000000000' type='normal'><data xmlns='urn:xcollect:loadgen'></data></message>
 	fixed := 110 + len(o.compJID)
 	r.pad = strings.Repeat("x", max(0, o.size-fixed))
 	r.winEnd.Store(1<<63 - 1)
 	return r
+}
+
+// ackTrack remembers when a client sent each report (its XEP-0198 count:
+// reports are the only stanzas it sends after <enable/>), so that an
+// <a h/> gives the latency of the reports it covers.
+type ackTrack struct {
+	mu     sync.Mutex
+	sentAt []int64 // unix ns of report k+1
+	acked  int
+}
+
+func (r *reportRun) sentReport(ci int, ns int64) {
+	if !r.smPer[ci] {
+		return
+	}
+	t := &r.ackTrack[ci]
+	t.mu.Lock()
+	if len(t.sentAt) < maxLatencies {
+		t.sentAt = append(t.sentAt, ns)
+	}
+	t.mu.Unlock()
+}
+
+func (r *reportRun) ackedReports(ci int, h int) {
+	now := time.Now().UnixNano()
+	t := &r.ackTrack[ci]
+	var lat []int64
+	t.mu.Lock()
+	for ; t.acked < h && t.acked < len(t.sentAt); t.acked++ {
+		if ns := t.sentAt[t.acked]; ns >= r.latFrom {
+			lat = append(lat, (now-ns)/1000)
+		}
+	}
+	t.mu.Unlock()
+	if len(lat) > 0 {
+		r.latMu.Lock()
+		if len(r.ackLat) < maxLatencies {
+			r.ackLat = append(r.ackLat, lat...)
+		}
+		r.latMu.Unlock()
+	}
 }
 
 func (r *reportRun) report(ci, seq int) []byte {
@@ -184,6 +228,7 @@ func (r *reportRun) clientLoop(ci int, c *conn, done chan<- struct{}) {
 			case "a":
 				if v, err := strconv.ParseUint(el.Get("h"), 10, 32); err == nil {
 					r.ackedPer[ci].Store(int64(v))
+					r.ackedReports(ci, int(v))
 				}
 			case "r":
 				_ = c.write(wire.Ack(h)) // a failed write shows as a read error
@@ -409,6 +454,7 @@ func runReports(o options) (map[string]any, error) {
 				if !time.Now().Before(deadline) {
 					return
 				}
+				r.sentReport(i, time.Now().UnixNano())
 				if err := c.write(r.report(i, seq)); err != nil {
 					writeErrs.Add(1)
 					return
@@ -430,6 +476,8 @@ func runReports(o options) (map[string]any, error) {
 	r.latMu.Lock()
 	p50, p99 := percentiles(r.lat)
 	nlat := len(r.lat)
+	ackP50, ackP99 := percentiles(r.ackLat)
+	nack := len(r.ackLat)
 	r.latMu.Unlock()
 	res := map[string]any{
 		"clients": o.n, "window": o.window, "duration_s": round3(elapsed.Seconds()), "size": o.size,
@@ -442,6 +490,9 @@ func runReports(o options) (map[string]any, error) {
 	}
 	if acked >= 0 {
 		res["client_acked"] = acked
+	}
+	if nack > 0 {
+		res["ack_p50_ms"], res["ack_p99_ms"], res["ack_samples"] = ackP50, ackP99, nack
 	}
 	if o.rate > 0 {
 		res["rate"] = o.rate
