@@ -81,6 +81,8 @@ type Cluster struct {
 	cancel context.CancelFunc
 	work   workQueue
 	mlLog  *mlLogWriter
+	// linkTLS secures the node links; nil without a secret key.
+	linkTLS *linkTLS
 
 	// Owned by the events goroutine.
 	pending map[string]pendingCheck
@@ -124,6 +126,12 @@ func New(cfg Config, h Handler) (*Cluster, error) {
 		pending:     map[string]pendingCheck{},
 		lastReq:     map[string]time.Time{},
 		repairGrace: cfg.repairGrace,
+	}
+	if len(cfg.SecretKey) > 0 {
+		if c.linkTLS, err = newLinkTLS(cfg.SecretKey); err != nil {
+			cancel()
+			return nil, err
+		}
 	}
 	c.clock.Store(uint64(now))
 	c.mlLog = &mlLogWriter{log: c.log.With().Str("component", "memberlist").Logger()}
@@ -173,7 +181,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	c.loadMu.Unlock()
 	if len(c.cfg.SecretKey) == 0 {
-		c.log.Warn().Msg("no secret key: gossip is not encrypted and links are not authenticated")
+		c.log.Warn().Msg("no secret key: gossip is not encrypted, and node links are plain TCP, neither authenticated nor encrypted")
 	}
 
 	mc := c.cfg.memberlistConfig(&delegate{c: c}, &events{c: c}, &merger{c: c}, c.mlLog)

@@ -114,6 +114,13 @@ func (n tnode) linkCount() int {
 
 func startNode(t testing.TB, name string, mutate func(*Config), seeds ...string) tnode {
 	t.Helper()
+	return startNodeHook(t, name, mutate, nil, seeds...)
+}
+
+// startNodeHook is startNode with a hook that may alter the Cluster between
+// New and Start.
+func startNodeHook(t testing.TB, name string, mutate func(*Config), hook func(*Cluster), seeds ...string) tnode {
+	t.Helper()
 	cfg := DefaultLocalConfig()
 	cfg.NodeName = name
 	cfg.SecretKey = testKey
@@ -127,6 +134,9 @@ func startNode(t testing.TB, name string, mutate func(*Config), seeds ...string)
 	c, err := New(cfg, h)
 	if err != nil {
 		t.Fatalf("New %s: %v", name, err)
+	}
+	if hook != nil {
+		hook(c)
 	}
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatalf("Start %s: %v", name, err)
@@ -398,12 +408,24 @@ func TestNodeMetaSizeValidated(t *testing.T) {
 func TestWrongSecretKeyLinkRefused(t *testing.T) {
 	a := startNode(t, "n0", nil)
 	linkAddr := a.meta.Link
+	wrong := []byte("fedcba9876543210fedcba9876543210")
+	wrongTLS, err := newLinkTLS(wrong)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rightTLS, err := newLinkTLS(testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
-		name string
-		key  []byte
+		name    string
+		key     []byte
+		lt      *linkTLS
+		wantErr error // nil: any error
 	}{
-		{"wrong key", []byte("fedcba9876543210fedcba9876543210")},
-		{"no key", nil},
+		{"wrong key", wrong, wrongTLS, ErrAuth},
+		{"no key", nil, nil, nil},
+		{"right key without TLS", testKey, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conn, err := net.DialTimeout("tcp", linkAddr, time.Second)
@@ -411,10 +433,11 @@ func TestWrongSecretKeyLinkRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			err = dialHandshake(conn, tc.key, "intruder", "n0")
-			if !errors.Is(err, ErrAuth) {
+			_, err = dialLink(context.Background(), conn, tc.lt, tc.key, "intruder", "n0")
+			if err == nil || (tc.wantErr != nil && !errors.Is(err, tc.wantErr)) {
 				t.Fatalf("handshake with %s: %v", tc.name, err)
 			}
+			t.Logf("%s: %v", tc.name, err)
 		})
 	}
 	if a.linkCount() != 0 {
@@ -426,7 +449,7 @@ func TestWrongSecretKeyLinkRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if err := dialHandshake(conn, testKey, "friend", "n0"); err != nil {
+	if _, err := dialLink(context.Background(), conn, rightTLS, testKey, "friend", "n0"); err != nil {
 		t.Fatalf("right key refused: %v", err)
 	}
 	waitFor(t, time.Second, "accepted link", func() bool { return a.linkCount() == 1 })

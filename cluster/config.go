@@ -55,9 +55,13 @@ type Config struct {
 	// Resolver looks up JoinDNS. nil means net.DefaultResolver; tests set
 	// one that talks to their own DNS server.
 	Resolver *net.Resolver
-	// SecretKey (16, 24 or 32 bytes) encrypts gossip (AES-GCM) and
-	// authenticates links (HMAC-SHA256 challenge). Empty: no encryption,
-	// links unauthenticated (a warning is logged).
+	// SecretKey (16, 24 or 32 bytes) encrypts gossip (AES-GCM) and secures
+	// the node links: they are TLS 1.3 with an Ed25519 certificate derived
+	// from the key (HKDF-SHA256; the same on every node, pinned by both
+	// sides, nothing to manage), then an HMAC-SHA256 challenge that names
+	// the nodes. Every node needs the same key. Empty: gossip is plain and
+	// links are plain TCP, neither authenticated nor encrypted (a warning
+	// is logged).
 	SecretKey []byte
 	// Label is memberlist's cluster label; members with another label are
 	// ignored.

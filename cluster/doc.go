@@ -18,10 +18,14 @@
 //     beat its stale ones, and a later bind of the same full JID on another
 //     node kicks the older session (Handler.HandleConflict, RFC 6120
 //     §7.7.2.2 "replace old").
-//   - Links (link.go, links.go): one TCP connection per peer pair, dialed by
-//     the node with the smaller name, authenticated with an HMAC-SHA256
-//     challenge over both names and nonces, length-prefixed frames with a
-//     type byte, one writer goroutine per link with a bounded queue.
+//   - Links (link.go, links.go, linktls.go): one TCP connection per peer
+//     pair, dialed by the node with the smaller name. With a secret key it
+//     is TLS 1.3 (encrypted) with an Ed25519 certificate derived from the
+//     key and pinned by both sides, so a node with another key cannot
+//     connect; inside it, an HMAC-SHA256 challenge over both names and
+//     nonces names the peer. Without a key links are plain TCP. Frames are
+//     length-prefixed with a type byte; one writer goroutine per link with
+//     a bounded queue.
 //
 // What it must not do: block a stanza path on gossip (Route only queues),
 // import other xcollect packages, or know about XML.

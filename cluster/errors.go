@@ -18,6 +18,7 @@ var (
 	// ErrClosed is returned after Shutdown began.
 	ErrClosed = errors.New("cluster: shut down")
 	// ErrAuth is returned by the link handshake when the peer failed the
-	// HMAC challenge.
+	// HMAC challenge or the TLS certificate check (another secret key), or
+	// when one side has a secret key and the other has none.
 	ErrAuth = errors.New("cluster: link authentication failed")
 )

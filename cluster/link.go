@@ -295,7 +295,8 @@ func readFrame(r *bufio.Reader) (frameType, []byte, error) {
 	return frameType(hdr[4]), body, nil
 }
 
-// Handshake (both sides prove knowledge of the key and bind both names):
+// Handshake (both sides prove knowledge of the key and bind both names; with
+// a key it runs inside TLS, see linktls.go):
 //
 //	dialer   -> magic, name, nonceD
 //	acceptor -> magic, name, nonceA, hasKey, [HMAC(key, "acceptor"|nonceD|nonceA|nameD|nameA)]
@@ -322,6 +323,9 @@ func readHello(r io.Reader) (name string, nonce []byte, err error) {
 	var hdr [5]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return "", nil, fmt.Errorf("read hello: %w", err)
+	}
+	if hdr[0] == 0x16 && hdr[1] == 0x03 { // a TLS handshake record
+		return "", nil, fmt.Errorf("%w: peer opened a TLS link: it has a secret key, this node has none", ErrAuth)
 	}
 	if string(hdr[:4]) != linkMagic {
 		return "", nil, errors.New("not an xcollect link (bad magic)")
@@ -392,6 +396,9 @@ func dialHandshake(conn net.Conn, key []byte, self, peer string) error {
 	}
 	name, na, err := readHello(conn)
 	if err != nil {
+		if len(key) == 0 && errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w (a node with a secret key closes plain links; is the key missing here?)", err)
+		}
 		return err
 	}
 	if name != peer {

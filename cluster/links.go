@@ -44,14 +44,14 @@ func (c *Cluster) acceptLoop() {
 
 func (c *Cluster) serveInbound(conn net.Conn) {
 	stop := context.AfterFunc(c.ctx, func() { _ = conn.Close() }) // unblock the handshake on shutdown
-	peer, err := acceptHandshake(conn, c.cfg.SecretKey, c.cfg.NodeName)
+	lc, peer, err := acceptLink(c.ctx, conn, c.linkTLS, c.cfg.SecretKey, c.cfg.NodeName)
 	stop()
 	if err != nil {
 		c.log.Warn().Err(err).Str("peer", peer).Str("remote", conn.RemoteAddr().String()).Msg("link refused")
 		_ = conn.Close() // refused; the reason is logged above
 		return
 	}
-	c.runLink(c.ctx, peer, conn)
+	c.runLink(c.ctx, peer, lc)
 }
 
 // ensureDialer starts the dial loop to peer (we dial peers whose name is
@@ -135,14 +135,14 @@ func (c *Cluster) dialOnce(ctx context.Context, peer string, backoff *time.Durat
 		return fmt.Errorf("dial %s: %w", addr, err)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() }) // unblock the handshake
-	err = dialHandshake(conn, c.cfg.SecretKey, c.cfg.NodeName, peer)
+	lc, err := dialLink(ctx, conn, c.linkTLS, c.cfg.SecretKey, c.cfg.NodeName, peer)
 	stop()
 	if err != nil {
 		_ = conn.Close() // the handshake error is returned
 		return fmt.Errorf("handshake with %s: %w", addr, err)
 	}
 	start := time.Now()
-	c.runLink(ctx, peer, conn)
+	c.runLink(ctx, peer, lc)
 	if time.Since(start) > linkStable {
 		*backoff = dialBackoffMin
 	}
@@ -172,8 +172,8 @@ func (c *Cluster) peerLinkAddr(peer string) (string, error) {
 	return "", fmt.Errorf("peer %s: %w", peer, ErrUnknownNode)
 }
 
-// runLink serves an authenticated connection until it dies or ctx ends. It
-// replaces an older link to the same peer.
+// runLink serves an authenticated connection (TLS with a key) until it dies
+// or ctx ends. It replaces an older link to the same peer.
 func (c *Cluster) runLink(ctx context.Context, peer string, conn net.Conn) {
 	log := c.log.With().Str("peer", peer).Logger()
 	l := newLink(peer, conn, c.cfg.LinkQueue, log)
@@ -189,7 +189,7 @@ func (c *Cluster) runLink(ctx context.Context, peer string, conn net.Conn) {
 	if old != nil {
 		old.close()
 	}
-	log.Info().Str("remote", conn.RemoteAddr().String()).Msg("link up")
+	log.Info().Str("remote", conn.RemoteAddr().String()).Bool("tls", c.linkTLS != nil).Msg("link up")
 	stop := context.AfterFunc(ctx, l.close)
 	defer stop()
 
