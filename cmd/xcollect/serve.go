@@ -234,6 +234,7 @@ func componentConfig(f config.File, log zerolog.Logger) component.Config {
 	c := component.DefaultConfig()
 	c.Addr = *f.Listeners.Component
 	c.Logger = log
+	c.LeaseDuration = f.Cluster.QueueLease
 	for _, s := range f.Components {
 		c.Components = append(c.Components, component.Spec{
 			JID: s.JID, Secret: s.Secret, Multi: s.Multi, ReceivePresence: s.ReceivePresence,

@@ -4,6 +4,7 @@ package clustertest
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"net"
 	"os"
@@ -86,13 +87,18 @@ const key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // 32 bytes, base64
 
 func startCluster(t *testing.T, dsn string, margin string) []*node {
 	t.Helper()
-	return startClusterOn(t, dsn, margin, []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}, nil, "")
+	return startClusterOn(t, dsn, margin, []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}, nil, clusterOpts{})
 }
 
 // startClusterOn starts one node per host; with namespaces, node i runs in
 // netns[i] (ip netns exec).
-// extra is appended to every node's configuration file.
-func startClusterOn(t *testing.T, dsn, margin string, hosts, netns []string, extra string) []*node {
+// clusterOpts change every node's configuration file.
+type clusterOpts struct {
+	extra string        // appended at the top level
+	lease time.Duration // cluster.queue_lease (0: the default)
+}
+
+func startClusterOn(t *testing.T, dsn, margin string, hosts, netns []string, opts clusterOpts) []*node {
 	t.Helper()
 	var nodes []*node
 	for i, host := range hosts {
@@ -127,8 +133,9 @@ cluster:
   join: ["%s"]
   key: "%s"
   steering: {margin: %s}
+  queue_lease: %v
 %s
-`, n.name, dir, n.c2s, n.comp, n.http, dsn, n.gossip, n.link, nodes[0].gossip, key, margin, extra)
+`, n.name, dir, n.c2s, n.comp, n.http, dsn, n.gossip, n.link, nodes[0].gossip, key, margin, cmp.Or(opts.lease, 30*time.Second), opts.extra)
 		p := filepath.Join(dir, "xcollect.yaml")
 		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)

@@ -16,14 +16,15 @@ import (
 
 // collector records the ids of reports a processor received.
 type collector struct {
-	mu   sync.Mutex
-	got  map[string]int
-	stop chan struct{}
-	done chan struct{}
+	mu    sync.Mutex
+	got   map[string]int
+	first map[string]time.Time // when each id first arrived
+	stop  chan struct{}
+	done  chan struct{}
 }
 
 func collect(t *testing.T, c *xmpptest.Conn) *collector {
-	col := &collector{got: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})}
+	col := &collector{got: map[string]int{}, first: map[string]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(col.done)
 		for {
@@ -41,6 +42,9 @@ func collect(t *testing.T, c *xmpptest.Conn) *collector {
 			}
 			if id := el.Get("id"); strings.HasPrefix(id, "k-") {
 				col.mu.Lock()
+				if col.got[id] == 0 {
+					col.first[id] = time.Now()
+				}
 				col.got[id]++
 				col.mu.Unlock()
 			}

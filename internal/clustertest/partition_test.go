@@ -106,7 +106,7 @@ func TestPartition(t *testing.T) {
 	dsn := fmt.Sprintf("postgres://postgres@%s.1:%d/postgres?sslmode=disable", lab.prefix, pg.Port())
 
 	hosts := []string{lab.addr(1), lab.addr(2), lab.addr(3)}
-	nodes := startClusterOn(t, dsn, "1000", hosts, lab.ns, "")
+	nodes := startClusterOn(t, dsn, "1000", hosts, lab.ns, clusterOpts{})
 	addUsers(t, dsn, "alice", "bob", "dev0", "dev1", "dev2", "dev3")
 
 	// alice (node1) and bob (node3) are subscribed to each other

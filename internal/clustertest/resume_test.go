@@ -22,7 +22,7 @@ func TestResumeAfterOwnerDied(t *testing.T) {
 	dsn := pg.DSN()
 	const timeout = 3 * time.Second
 	nodes := startClusterOn(t, dsn, "1000", []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}, nil,
-		fmt.Sprintf("stream_management: {resume_timeout: %v}", timeout))
+		clusterOpts{extra: fmt.Sprintf("stream_management: {resume_timeout: %v}", timeout)})
 	addUsers(t, dsn, "alice", "bob")
 
 	// alice on node1 (its standby is node2), bob on node3.

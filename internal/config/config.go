@@ -112,7 +112,11 @@ type Cluster struct {
 	Join      []string `yaml:"join"`      // seed addresses host:port
 	JoinDNS   string   `yaml:"join_dns"`  // DNS name resolving to seeds
 	Key       string   `yaml:"key"`       // base64 16/24/32-byte gossip and link key; or XCOLLECT_CLUSTER_KEY
-	Steering  struct {
+	// QueueLease is how long a node's claim on a sender's partition of a
+	// component queue lasts without renewal: the partitions of a node that
+	// died move to another node's processors after at most this. Default 30s.
+	QueueLease time.Duration `yaml:"queue_lease"`
+	Steering   struct {
 		Margin     float64 `yaml:"margin"`     // steer new clients when above average*(1+margin); 0 disables; default 0.25
 		Components bool    `yaml:"components"` // also steer components; default false
 	} `yaml:"steering"`
@@ -203,6 +207,9 @@ func (f File) WithDefaults() File {
 	if f.Cluster.Steering.Margin == 0 {
 		f.Cluster.Steering.Margin = 0.25
 	}
+	if f.Cluster.QueueLease == 0 {
+		f.Cluster.QueueLease = 30 * time.Second
+	}
 	return f
 }
 
@@ -241,6 +248,9 @@ func (f File) Validate() error {
 	}
 	if f.Cluster.Enabled() && f.Storage.Postgres.DSN == "" {
 		add("storage: cluster.join is set but the embedded store runs a single node; set storage.postgres.dsn (or XCOLLECT_POSTGRES_DSN)")
+	}
+	if f.Cluster.QueueLease < 2*time.Second {
+		add("cluster.queue_lease: %v: must be at least 2s (leases are renewed every third of it)", f.Cluster.QueueLease)
 	}
 	if f.Limits.MaxStanzaBytes != 0 && f.Limits.MaxStanzaBytes < 4096 {
 		add("limits.max_stanza_bytes: %d: must be at least 4096", f.Limits.MaxStanzaBytes)
