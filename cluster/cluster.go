@@ -349,13 +349,9 @@ func (c *Cluster) UpsertLocal(s Session) {
 func (c *Cluster) RemoveLocal(fullJID string) {
 	c.localMu.Lock()
 	defer c.localMu.Unlock()
-	old, ok := c.local[fullJID]
-	if !ok {
+	if !c.dropLocalLocked(fullJID) {
 		return
 	}
-	delete(c.local, fullJID)
-	delete(c.kicked, fullJID)
-	c.localHash ^= entryHash(old.JID, old.Version)
 	t := Session{JID: fullJID, Node: c.cfg.NodeName, Version: c.nextVersion(), Deleted: true}
 	c.localMax = t.Version
 	c.sendDelta(t)
@@ -370,13 +366,20 @@ func (c *Cluster) RemoveLocal(fullJID string) {
 func (c *Cluster) ForgetLocal(fullJID string) {
 	c.localMu.Lock()
 	defer c.localMu.Unlock()
+	c.dropLocalLocked(fullJID)
+}
+
+// dropLocalLocked removes a local entry from the table and its digest; it
+// reports whether there was one. Called with localMu held.
+func (c *Cluster) dropLocalLocked(fullJID string) bool {
 	old, ok := c.local[fullJID]
 	if !ok {
-		return
+		return false
 	}
 	delete(c.local, fullJID)
 	delete(c.kicked, fullJID)
 	c.localHash ^= entryHash(old.JID, old.Version)
+	return true
 }
 
 // sendDelta queues s on every link; called with localMu held so that deltas

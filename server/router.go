@@ -186,6 +186,20 @@ func (s *Server) resourcesOf(bare string) []resource {
 	return out
 }
 
+// withMoved adds to res the session of full JID that this node recently
+// handed over to another node, when the directory does not list it yet.
+func (s *Server) withMoved(res []resource, full string) []resource {
+	for _, r := range res {
+		if r.full == full {
+			return res
+		}
+	}
+	if node := s.smDetached.movedFullTo(full); node != "" && node != s.cfg.NodeName {
+		res = append(res, resource{full: full, node: node, available: true})
+	}
+	return res
+}
+
 // send hands raw to resource r; false if a peer node could not take it.
 func (s *Server) sendTo(r resource, raw []byte) bool {
 	if r.local != nil {
@@ -200,6 +214,7 @@ func (s *Server) deliverToUser(st *stanza, done func()) {
 	bare := st.to.Bare().String()
 	res := s.resourcesOf(bare)
 	if st.to.Resourcepart() != "" {
+		res = s.withMoved(res, st.to.String())
 		for _, r := range res {
 			if r.full == st.to.String() {
 				s.deliverAll([]resource{r}, func(resource) []byte { return st.raw }, done, func(done func()) {
@@ -409,7 +424,7 @@ func (s *Server) deliverFromPeer(to string, raw []byte, ack func()) {
 		return
 	}
 	if !forwarded && s.cluster != nil {
-		for _, r := range s.resourcesOf(bare) {
+		for _, r := range s.withMoved(s.resourcesOf(bare), to) {
 			if r.full == to && r.local == nil {
 				err := s.cluster.RouteAcked(r.node, fwdPrefix+to, raw, func(err error) {
 					if err == nil {

@@ -379,6 +379,9 @@ type detachedTable struct {
 	byID  map[string]*Session
 	ended map[string]endedSM
 	keep  time.Duration
+	// full JIDs of sessions handed over to another node (bounded by
+	// maxEndedSM through moved, expired after movedFullTTL)
+	movedFull map[string]movedJID
 }
 
 type endedSM struct {
@@ -394,18 +397,47 @@ const maxEndedSM = 100000
 func (t *detachedTable) init(keep time.Duration) {
 	t.byID = make(map[string]*Session)
 	t.ended = make(map[string]endedSM)
+	t.movedFull = make(map[string]movedJID)
 	t.keep = keep
 }
 
 // moved remembers that session id went to node (a later resume elsewhere
 // is forwarded there).
-func (t *detachedTable) moved(id, node string) {
+func (t *detachedTable) moved(id, full, node string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.ended) >= maxEndedSM {
 		return // bounded: the request then gets <failed/>
 	}
-	t.ended[id] = endedSM{at: time.Now(), movedTo: node}
+	now := time.Now()
+	t.ended[id] = endedSM{at: now, movedTo: node}
+	for f, m := range t.movedFull {
+		if now.Sub(m.at) > movedFullTTL {
+			delete(t.movedFull, f)
+		}
+	}
+	t.movedFull[full] = movedJID{node: node, at: now}
+}
+
+// movedFullTTL is how long a node forwards stanzas for a full JID whose
+// session it handed over: until every directory has the new entry.
+const movedFullTTL = time.Minute
+
+type movedJID struct {
+	node string
+	at   time.Time
+}
+
+// movedFullTo returns the node the session of full JID was recently
+// handed over to, if any. The directories of other nodes may not know it
+// yet: a stanza that still comes here is forwarded there.
+func (t *detachedTable) movedFullTo(full string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if m, ok := t.movedFull[full]; ok && time.Since(m.at) <= movedFullTTL {
+		return m.node
+	}
+	return ""
 }
 
 // movedTo returns the node session id was handed over to, if any.

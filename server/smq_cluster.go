@@ -45,21 +45,16 @@ type takeoverReq struct {
 }
 
 type takeoverResp struct {
-	Req       string   `json:"req"`
-	From      string   `json:"from"` // the owner node
-	OK        bool     `json:"ok"`
-	Replica   bool     `json:"replica,omitempty"` // from a standby's copy
-	HSet      bool     `json:"h_set,omitempty"`
-	H         uint32   `json:"h,omitempty"` // handled count when !OK
-	Full      string   `json:"full,omitempty"`
-	InH       uint32   `json:"in_h"`
-	Available bool     `json:"available,omitempty"`
-	Priority  int      `json:"priority,omitempty"`
-	Show      string   `json:"show,omitempty"`
-	Status    string   `json:"status,omitempty"`
-	Presence  []byte   `json:"presence,omitempty"`
-	Roster    bool     `json:"roster,omitempty"`
-	Resend    [][]byte `json:"resend,omitempty"`
+	Req         string   `json:"req"`
+	From        string   `json:"from"` // the owner node
+	OK          bool     `json:"ok"`
+	Replica     bool     `json:"replica,omitempty"` // from a standby's copy
+	HSet        bool     `json:"h_set,omitempty"`
+	H           uint32   `json:"h,omitempty"` // handled count when !OK
+	Full        string   `json:"full,omitempty"`
+	InH         uint32   `json:"in_h"`
+	repPresence          // the session's presence (fields inline in JSON)
+	Resend      [][]byte `json:"resend,omitempty"`
 }
 
 // takeovers holds the requests waiting for an owner's answer.
@@ -322,8 +317,7 @@ func (s *Server) giveAway(req takeoverReq) takeoverResp {
 	}
 	sess.repLocked(&repMsg{Op: "close"}, nil) // the new owner makes its own copy
 	resp.OK, resp.Full, resp.InH = true, sess.full, sm.inH
-	resp.Available, resp.Priority, resp.Show, resp.Status = sess.available, sess.priority, sess.show, sess.status
-	resp.Presence, resp.Roster = sess.presence, sess.rosterRequested
+	resp.repPresence = *sess.presLocked()
 	sess.ended = true
 	sess.out, sm.unacked = nil, nil
 	c := sess.unplugLocked()
@@ -339,7 +333,7 @@ func (s *Server) giveAway(req takeoverReq) takeoverResp {
 	if s.sessions.remove(sess) {
 		s.stats.Sessions.Store(int64(s.sessions.count()))
 	}
-	s.smDetached.moved(req.ID, req.From)
+	s.smDetached.moved(req.ID, sess.full, req.From)
 	sess.log.Info().Str("node", req.From).Msg("session handed over for resumption on another node")
 	return resp
 }

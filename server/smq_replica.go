@@ -529,8 +529,7 @@ func (s *Server) giveReplica(req takeoverReq) (takeoverResp, bool) {
 		resend = r.fifo[req.H-r.base:]
 	}
 	resp.OK, resp.Full, resp.InH, resp.Resend = true, r.full, r.inH, resend
-	resp.Available, resp.Priority, resp.Show, resp.Status = r.pres.Available, r.pres.Priority, r.pres.Show, r.pres.Status
-	resp.Presence, resp.Roster = r.pres.Presence, r.pres.Roster
+	resp.repPresence = r.pres
 	s.log.Info().Str("jid", r.full).Str("node", req.From).Str("owner", r.owner).Msg("session copy handed over for resumption")
 	return resp, true
 }

@@ -234,12 +234,10 @@ func TestReplicaExpires(t *testing.T) {
 	}
 }
 
-// TestStaleCopyHoldsSenders: an update the link could not take marks the
-// copy stale; the sender waiting for it (and one that comes later) is
-// released only when a fresh snapshot holding both stanzas is applied.
-func TestStaleCopyHoldsSenders(t *testing.T) {
-	fc := &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n2": true}}
-	s := replicaServer(t, "n1", fc)
+// replicatedSession returns a resumable session n1~x of alice on s whose
+// copy n2 holds (its first snapshot is taken from fc).
+func replicatedSession(t *testing.T, s *Server, fc *fakeCluster) *Session {
+	t.Helper()
 	sess := &Session{srv: s, full: "alice@example.com/r", bare: "alice@example.com", log: s.log}
 	sess.sm = &smState{id: "n1~x", resumable: true, counting: true}
 	s.smDetached.add("n1~x", sess)
@@ -250,6 +248,16 @@ func TestStaleCopyHoldsSenders(t *testing.T) {
 	if m := fc.take(); len(m) != 1 || m[0].msg.Op != "open" || m[0].node != "n2" {
 		t.Fatalf("first snapshot: %+v", m)
 	}
+	return sess
+}
+
+// TestStaleCopyHoldsSenders: an update the link could not take marks the
+// copy stale; the sender waiting for it (and one that comes later) is
+// released only when a fresh snapshot holding both stanzas is applied.
+func TestStaleCopyHoldsSenders(t *testing.T) {
+	fc := &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n2": true}}
+	s := replicaServer(t, "n1", fc)
+	sess := replicatedSession(t, s, fc)
 	var released []string
 	var mu sync.Mutex
 	doneFor := func(id string) func() {
@@ -309,14 +317,7 @@ func keys(s *Server) []string {
 func TestResyncAfterStandbyLostCopy(t *testing.T) {
 	fc := &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n2": true}}
 	owner := replicaServer(t, "n1", fc)
-	sess := &Session{srv: owner, full: "alice@example.com/r", bare: "alice@example.com", log: owner.log}
-	sess.sm = &smState{id: "n1~x", resumable: true, counting: true}
-	owner.smDetached.add("n1~x", sess)
-	sess.mu.Lock()
-	release := sess.startReplicaLocked("n2")
-	sess.mu.Unlock()
-	release()
-	fc.take()
+	replicatedSession(t, owner, fc)
 	// the standby (fresh process) gets an update for an unknown copy…
 	standby := replicaServer(t, "n2", &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n1": true}})
 	if !standby.applyReplicaMsg(&repMsg{Op: "out", ID: "n1~x", Owner: "n1", Epoch: owner.epoch, Out: [][]byte{[]byte("<message/>")}}) {
@@ -327,5 +328,25 @@ func TestResyncAfterStandbyLostCopy(t *testing.T) {
 	owner.replicaPass("n2")
 	if m := fc.take(); len(m) != 1 || m[0].msg.Op != "open" {
 		t.Fatalf("after resync: %+v", m)
+	}
+}
+
+// TestHandedOverJIDIsForwarded: for a while after handing a session over,
+// this node routes stanzas for its full JID to the new node even when the
+// directory does not list it there yet.
+func TestHandedOverJIDIsForwarded(t *testing.T) {
+	fc := &fakeCluster{nodes: []string{"n1", "n3"}, reachable: map[string]bool{"n3": true}}
+	s := replicaServer(t, "n1", fc)
+	const full = "alice@example.com/r"
+	if got := s.withMoved(nil, full); len(got) != 0 {
+		t.Fatalf("before the move: %+v", got)
+	}
+	s.smDetached.moved("n1~x", full, "n3")
+	got := s.withMoved(nil, full)
+	if len(got) != 1 || got[0].full != full || got[0].node != "n3" {
+		t.Fatalf("after the move: %+v", got)
+	}
+	if got := s.withMoved(nil, "alice@example.com/other"); len(got) != 0 {
+		t.Fatalf("another resource: %+v", got)
 	}
 }

@@ -71,6 +71,20 @@ type device struct {
 	next    int
 }
 
+// newDevices registers n accounts dev0… and returns their devices.
+func newDevices(t *testing.T, dsn string, n int) []*device {
+	t.Helper()
+	var devs []*device
+	var users []string
+	for i := 0; i < n; i++ {
+		u := fmt.Sprintf("dev%d", i)
+		users = append(users, u)
+		devs = append(devs, &device{user: u})
+	}
+	addUsers(t, dsn, users...)
+	return devs
+}
+
 func (d *device) run(t *testing.T, addrs []string, until time.Time, max int) {
 	ai := 0
 	for time.Now().Before(until) {
@@ -168,14 +182,7 @@ func TestKillNodeUnderLoad(t *testing.T) {
 	pg := pgtest.Start(t)
 	dsn := pg.DSN()
 	nodes := startCluster(t, dsn, "1000")
-	var devs []*device
-	var users []string
-	for i := 0; i < 6; i++ {
-		u := fmt.Sprintf("dev%d", i)
-		users = append(users, u)
-		devs = append(devs, &device{user: u})
-	}
-	addUsers(t, dsn, users...)
+	devs := newDevices(t, dsn, 6)
 	proc := xmpptest.DialComponent(t, nodes[0].comp, "collector.example.com", "s3cret")
 	if err := proc.EnableSM(false); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package clustertest
 
 import (
-	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -21,14 +20,7 @@ func TestProcessorNodeKilled(t *testing.T) {
 	dsn := pg.DSN()
 	const lease = 3 * time.Second
 	nodes := startClusterOn(t, dsn, "1000", []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}, nil, clusterOpts{lease: lease})
-	var devs []*device
-	var users []string
-	for i := 0; i < 6; i++ {
-		u := fmt.Sprintf("dev%d", i)
-		users = append(users, u)
-		devs = append(devs, &device{user: u})
-	}
-	addUsers(t, dsn, users...)
+	devs := newDevices(t, dsn, 6)
 	procA := xmpptest.DialComponent(t, nodes[0].comp, "collector.example.com", "s3cret")
 	procB := xmpptest.DialComponent(t, nodes[2].comp, "collector.example.com", "s3cret")
 	for _, p := range []*xmpptest.Conn{procA, procB} {
