@@ -17,14 +17,15 @@ import (
 // collector records the ids of reports a processor received.
 type collector struct {
 	mu    sync.Mutex
-	got   map[string]int
-	first map[string]time.Time // when each id first arrived
+	got   map[string]int       // ids of the test devices ("k-…")
+	first map[string]time.Time // when each of those first arrived
+	all   map[string]int       // every stanza id
 	stop  chan struct{}
 	done  chan struct{}
 }
 
 func collect(t *testing.T, c *xmpptest.Conn) *collector {
-	col := &collector{got: map[string]int{}, first: map[string]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
+	col := &collector{got: map[string]int{}, first: map[string]time.Time{}, all: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(col.done)
 		for {
@@ -40,7 +41,11 @@ func collect(t *testing.T, c *xmpptest.Conn) *collector {
 				}
 				continue
 			}
-			if id := el.Get("id"); strings.HasPrefix(id, "k-") {
+			id := el.Get("id")
+			col.mu.Lock()
+			col.all[id]++
+			col.mu.Unlock()
+			if strings.HasPrefix(id, "k-") {
 				col.mu.Lock()
 				if col.got[id] == 0 {
 					col.first[id] = time.Now()
