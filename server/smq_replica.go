@@ -433,11 +433,14 @@ func (s *Server) applyReplicaMsg(m *repMsg) (missing bool) {
 	defer t.mu.Unlock()
 	t.epochs[m.Owner] = m.Epoch // the newest process of that node speaks
 	if m.Op == "bye" {
+		n := 0
 		for id, r := range t.byID {
 			if r.owner == m.Owner {
 				delete(t.byID, id)
+				n++
 			}
 		}
+		s.log.Info().Str("node", m.Owner).Int("copies", n).Msg("node leaving gracefully: its session copies dropped")
 		return false
 	}
 	if m.Op == "keep" {

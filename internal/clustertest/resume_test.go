@@ -3,6 +3,7 @@ package clustertest
 import (
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -111,4 +112,48 @@ func TestResumeAfterOwnerDied(t *testing.T) {
 	a3 := dial(t, nodes[1], "alice")
 	_ = a3.Send("<presence/>")
 	expect(t, a3, ">m6<")
+}
+
+// TestGracefulStopDropsCopies: a node stopped with SIGTERM ends its
+// sessions itself (system-shutdown) and stores their unacknowledged
+// stanzas offline; it first tells the other nodes to drop their copies, so
+// nothing is delivered twice when the copy would have expired.
+func TestGracefulStopDropsCopies(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := pg.DSN()
+	const timeout = 2 * time.Second
+	nodes := startClusterOn(t, dsn, "1000", []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}, nil,
+		clusterOpts{extra: fmt.Sprintf("stream_management: {resume_timeout: %v}", timeout)})
+	addUsers(t, dsn, "alice", "bob")
+	a := dial(t, nodes[0], "alice") // standby: node2
+	if err := a.EnableSM(true); err != nil {
+		t.Fatal(err)
+	}
+	a.SetAutoAck(false)
+	_ = a.Send("<presence/>")
+	b := dial(t, nodes[2], "bob")
+	waitFor(t, 10*time.Second, "alice in node3's directory", func() bool {
+		d, _ := status(t, nodes[2].http)
+		return d >= 1
+	})
+	_ = b.Send("<message to='" + a.JID + "' id='g1'><body>g1</body></message>")
+	expect(t, a, ">g1<") // never acknowledged
+	time.Sleep(300 * time.Millisecond)
+	if err := nodes[0].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "node2 to drop node1's copies", func() bool {
+		return strings.Contains(nodes[1].logs(), "its session copies dropped")
+	})
+	// Past the resumption timeout, nobody stores g1 a second time.
+	time.Sleep(timeout + 2*time.Second)
+	if strings.Contains(nodes[1].logs(), "session copy expired") {
+		t.Fatal("node2 expired a copy of a node that left gracefully")
+	}
+	a2 := dial(t, nodes[2], "alice")
+	_ = a2.Send("<presence/>")
+	expect(t, a2, ">g1<")
+	if el, err := a2.Next(time.Second); err == nil && strings.Contains(string(el.Raw), ">g1<") {
+		t.Fatalf("g1 delivered twice: %s", el.Raw)
+	}
 }
