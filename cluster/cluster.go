@@ -30,7 +30,9 @@ type Handler interface {
 	// HandleSessionUpdate reports a remote entry that appeared or changed.
 	HandleSessionUpdate(s Session)
 	// HandleConflict asks the server to close the local session fullJID
-	// with <conflict/>: another node bound the same full JID later.
+	// with <conflict/>: another node bound the same full JID later. The
+	// cluster has already dropped the local entry (no tombstone: the
+	// newer entry replaces it everywhere).
 	HandleConflict(fullJID string)
 	// HandleUndelivered returns a stanza that Route accepted but that was
 	// still queued when its link died; the server falls back to offline
@@ -57,8 +59,7 @@ type Cluster struct {
 	localMu   sync.Mutex // lock order: localMu, then mu, then link.mu
 	local     map[string]Session
 	localHash uint64
-	localMax  uint64            // newest version issued (tombstones too)
-	kicked    map[string]uint64 // full JID -> local version reported in HandleConflict
+	localMax  uint64 // newest version issued (tombstones too)
 
 	loadMu   sync.Mutex
 	load     Load
@@ -115,7 +116,6 @@ func New(cfg Config, h Handler) (*Cluster, error) {
 		dir:         newDirectory(),
 		local:       map[string]Session{},
 		localMax:    uint64(now),
-		kicked:      map[string]uint64{},
 		meta:        cfg.Meta,
 		metaKick:    make(chan struct{}, 1),
 		members:     map[string]memberlist.Node{},
@@ -341,7 +341,6 @@ func (c *Cluster) UpsertLocal(s Session) {
 	c.local[s.JID] = s
 	c.localHash ^= entryHash(s.JID, s.Version)
 	c.localMax = s.Version
-	delete(c.kicked, s.JID)
 	c.sendDelta(s)
 }
 
@@ -377,7 +376,6 @@ func (c *Cluster) dropLocalLocked(fullJID string) bool {
 		return false
 	}
 	delete(c.local, fullJID)
-	delete(c.kicked, fullJID)
 	c.localHash ^= entryHash(old.JID, old.Version)
 	return true
 }

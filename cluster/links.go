@@ -319,10 +319,13 @@ func (c *Cluster) notify(updated, gone []Session) {
 		c.localMu.Lock()
 		for _, u := range updated {
 			ls, ok := c.local[u.JID]
-			if !ok || ls.Version >= u.Version || c.kicked[u.JID] == ls.Version {
+			if !ok || ls.Version >= u.Version {
 				continue
 			}
-			c.kicked[u.JID] = ls.Version
+			// The newer entry replaces ours: drop it here, under the same
+			// lock that saw it older (a session bound again meanwhile
+			// keeps its newer entry), without a tombstone (ForgetLocal).
+			c.dropLocalLocked(u.JID)
 			conflicts = append(conflicts, u.JID)
 		}
 		c.localMu.Unlock()

@@ -440,6 +440,7 @@ func (s *Server) endSession(s2 *Session) {
 		s2.sm.unacked = nil
 		s2.repLocked(&repMsg{Op: "close"}, nil) // we store them offline ourselves
 	}
+	release := s2.takeHeldLocked() // after the offline storage below
 	var keep []outItem
 	for _, it := range s2.out {
 		if it.stanza {
@@ -465,4 +466,5 @@ func (s *Server) endSession(s2 *Session) {
 	for _, b := range pending {
 		s.undeliverable(s2.full, b)
 	}
+	release()
 }

@@ -36,6 +36,8 @@ type smState struct {
 	rep      string   // node holding it ("" = none)
 	repDirty bool     // an update was lost: a fresh snapshot is due
 	repHeld  []func() // senders and acks waiting for that snapshot
+	repGen   uint64   // snapshots sent (to this standby or earlier ones)
+	repOK    uint64   // the generation whose snapshot the standby confirmed
 }
 
 type smItem struct {
@@ -299,10 +301,12 @@ func (s *Server) resume(c *c2sConn, el *wire.Element) (done bool, err error) {
 		failedH := func(h uint32) error {
 			return c.write([]byte("<failed xmlns='urn:xmpp:sm:3' h='" + strconv.FormatUint(uint64(h), 10) + "'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
 		}
+		unreachable := false
 		if owner := smOwner(previd); owner != "" && owner != s.cfg.NodeName {
 			st, err := s.takeover(owner, previd, bare, uint32(h))
 			switch {
 			case err != nil:
+				unreachable = true
 				c.log.Info().Err(err).Str("node", owner).Msg("resume: session owner unreachable")
 			case st.OK:
 				return s.resumeMoved(c, previd, st, uint32(h))
@@ -313,7 +317,7 @@ func (s *Server) resume(c *c2sConn, el *wire.Element) (done bool, err error) {
 		// The owner is dead, restarted or does not know the id: its
 		// standby may hold a copy (smq_replica.go).
 		if s.smDetached.movedTo(previd) == "" && !s.smDetached.endedFor(previd, bare) {
-			if st, ok := s.findReplica(previd, bare, uint32(h)); ok {
+			if st, ok := s.findReplica(previd, bare, uint32(h), unreachable); ok {
 				if st.OK {
 					return s.resumeMoved(c, previd, st, uint32(h))
 				}
@@ -381,7 +385,8 @@ type detachedTable struct {
 	keep  time.Duration
 	// full JIDs of sessions handed over to another node (bounded by
 	// maxEndedSM through moved, expired after movedFullTTL)
-	movedFull map[string]movedJID
+	movedFull   map[string]movedJID
+	movedPruned time.Time
 }
 
 type endedSM struct {
@@ -411,10 +416,13 @@ func (t *detachedTable) moved(id, full, node string) {
 	}
 	now := time.Now()
 	t.ended[id] = endedSM{at: now, movedTo: node}
-	for f, m := range t.movedFull {
-		if now.Sub(m.at) > movedFullTTL {
-			delete(t.movedFull, f)
+	if now.Sub(t.movedPruned) > movedFullTTL { // one scan per TTL, not per move
+		for f, m := range t.movedFull {
+			if now.Sub(m.at) > movedFullTTL {
+				delete(t.movedFull, f)
+			}
 		}
+		t.movedPruned = now
 	}
 	t.movedFull[full] = movedJID{node: node, at: now}
 }

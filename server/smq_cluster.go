@@ -42,6 +42,10 @@ type takeoverReq struct {
 	// Replica asks for a standby's copy: the owner is gone or does not
 	// know the session.
 	Replica bool `json:"replica,omitempty"`
+	// OwnerUnreachable: the requester could not reach the owner (its
+	// link is down): with the standby's own view, enough to hand a copy
+	// over before the membership declares the owner dead.
+	OwnerUnreachable bool `json:"owner_unreachable,omitempty"`
 }
 
 type takeoverResp struct {
@@ -195,26 +199,36 @@ func (s *Server) answerTakeover(node string, req takeoverReq, resp takeoverResp)
 	if err != nil {
 		return
 	}
-	lost := func() {
-		if resp.OK {
-			s.smDetached.endedHere(req.ID, req.Bare, resp.InH)
-			s.offload(func() {
-				for _, b := range resp.Resend {
-					s.undeliverable(resp.Full, b)
-				}
-				if !resp.Replica {
-					s.announceGone(resp.Full) // the session we gave up went nowhere
-				}
-			})
+	// surely: the answer never left; otherwise the link died under it and
+	// it may have arrived (at-least-once: the stanzas may then arrive twice).
+	lost := func(surely bool) {
+		if !resp.OK {
+			return
 		}
+		s.smDetached.endedHere(req.ID, req.Bare, resp.InH)
+		s.offload(func() {
+			for _, b := range resp.Resend {
+				s.undeliverable(resp.Full, b)
+			}
+			switch {
+			case resp.Replica:
+			case surely:
+				s.announceGone(resp.Full) // the session we gave up went nowhere
+			default:
+				// Our directory entry goes; other nodes announce it gone
+				// unless the requester's newer entry says it lives there.
+				s.cluster.Unpublish(resp.Full)
+			}
+		})
 	}
 	if err := s.cluster.RouteAcked(node, peerState, out, func(err error) {
-		if err != nil && resp.Replica {
-			lost() // at-least-once: it may also have arrived
+		if err != nil {
+			s.log.Warn().Err(err).Str("node", node).Msg("session takeover answer lost with the link")
+			lost(false)
 		}
 	}); err != nil {
 		s.log.Warn().Err(err).Str("node", node).Msg("answer session takeover")
-		lost()
+		lost(true)
 	}
 }
 
@@ -316,6 +330,8 @@ func (s *Server) giveAway(req takeoverReq) takeoverResp {
 		}
 	}
 	sess.repLocked(&repMsg{Op: "close"}, nil) // the new owner makes its own copy
+	release := sess.takeHeldLocked()          // their stanzas go along
+	defer release()
 	resp.OK, resp.Full, resp.InH = true, sess.full, sm.inH
 	resp.repPresence = *sess.presLocked()
 	sess.ended = true

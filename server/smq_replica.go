@@ -126,8 +126,9 @@ func (s *Server) standbyNode() string {
 // repLocked sends m about s's session to its standby, with a receipt: an
 // update the link loses (it died, or its queue was full) marks the copy
 // stale, and replicaLoop replaces it with a fresh snapshot at once. done,
-// if not nil, runs once the standby applied m or, when m was lost or the
-// copy is stale, once a fresh snapshot is applied. repLocked reports
+// if not nil, runs once the copy on the current standby surely holds m:
+// m was applied after a confirmed snapshot of the same generation, or a
+// later snapshot (which carries m) was confirmed. repLocked reports
 // whether done will run; false means no copy is kept (no standby, or the
 // node is leaving) and the caller goes on at once. Called with s.mu held.
 func (s *Session) repLocked(m *repMsg, done func()) bool {
@@ -142,29 +143,30 @@ func (s *Session) repLocked(m *repMsg, done func()) bool {
 		sm.repHeld = append(sm.repHeld, done)
 		return true
 	}
-	m.ID, m.Owner, m.Epoch = sm.id, s.srv.cfg.NodeName, s.srv.epoch
+	id, gen := sm.id, sm.repGen
+	m.ID, m.Owner, m.Epoch = id, s.srv.cfg.NodeName, s.srv.epoch
 	b, err := json.Marshal(m)
 	if err != nil {
 		return false
 	}
 	err = s.srv.cluster.RouteAcked(sm.rep, peerReplica, b, func(err error) {
-		if err == nil {
-			if done != nil {
-				done()
-			}
-			return
-		}
 		s.mu.Lock()
-		if s.sm == sm {
-			s.staleLocked()
-			if done != nil {
-				sm.repHeld = append(sm.repHeld, done)
-				done = nil
+		cur := s.curSMLocked(id)
+		switch {
+		case cur == nil:
+			// ended or handed over: its stanzas went offline or along
+		case err != nil:
+			if cur.repGen == gen {
+				s.staleLocked()
 			}
+			cur.repHeld, done = appendDone(cur.repHeld, done), nil
+		case cur.repGen != gen || cur.repOK != gen || cur.repDirty:
+			// applied, but to a copy that is not (yet) the confirmed one
+			cur.repHeld, done = appendDone(cur.repHeld, done), nil
 		}
 		s.mu.Unlock()
 		if done != nil {
-			done() // the session moved on: nothing to wait for
+			done()
 		}
 	})
 	if err != nil {
@@ -175,6 +177,39 @@ func (s *Session) repLocked(m *repMsg, done func()) bool {
 		sm.repHeld = append(sm.repHeld, done)
 	}
 	return true
+}
+
+func appendDone(list []func(), done func()) []func() {
+	if done == nil {
+		return list
+	}
+	return append(list, done)
+}
+
+// curSMLocked returns the session's stream management state if it is
+// still the one named id and the session lives (settleInbound may have
+// replaced the struct with a copy). Called with s.mu held.
+func (s *Session) curSMLocked(id string) *smState {
+	if s.ended || s.sm == nil || s.sm.id != id {
+		return nil
+	}
+	return s.sm
+}
+
+// takeHeldLocked returns the senders and acks waiting for a copy, for a
+// session that ends or moves: they run once the caller dropped s.mu (the
+// session's stanzas go to offline storage or along with it).
+func (s *Session) takeHeldLocked() func() {
+	if s.sm == nil || len(s.sm.repHeld) == 0 {
+		return noop
+	}
+	held := s.sm.repHeld
+	s.sm.repHeld = nil
+	return func() {
+		for _, done := range held {
+			done()
+		}
+	}
 }
 
 // staleLocked marks the copy as missing an update and wakes replicaLoop.
@@ -221,6 +256,8 @@ func (s *Session) startReplicaLocked(standby string) (release func()) {
 	sm := s.sm
 	old := sm.rep
 	held := sm.repHeld
+	sm.repGen++
+	gen, id := sm.repGen, sm.id
 	sm.rep, sm.repDirty, sm.repHeld = standby, false, nil
 	if old != "" && old != standby {
 		b, err := json.Marshal(&repMsg{Op: "close", ID: sm.id, Owner: s.srv.cfg.NodeName, Epoch: s.srv.epoch})
@@ -234,10 +271,42 @@ func (s *Session) startReplicaLocked(standby string) (release func()) {
 		}
 	}
 	if standby == "" || s.srv.leaving.Load() {
+		sm.repOK = gen // no copy is kept: nothing to wait for
 		return runHeld
 	}
-	if !s.repLocked(s.snapshotLocked(), runHeld) {
-		return runHeld
+	m := s.snapshotLocked()
+	m.ID, m.Owner, m.Epoch = id, s.srv.cfg.NodeName, s.srv.epoch
+	b, err := json.Marshal(m)
+	if err == nil {
+		err = s.srv.cluster.RouteAcked(standby, peerReplica, b, func(err error) {
+			s.mu.Lock()
+			cur := s.curSMLocked(id)
+			release := noop
+			switch {
+			case cur == nil:
+				// ended or handed over: nothing to wait for
+			case err != nil:
+				if cur.repGen == gen {
+					s.staleLocked()
+				}
+				cur.repHeld, held = append(cur.repHeld, held...), nil
+			case cur.repGen != gen:
+				// applied to a standby that was replaced since: wait for
+				// the newer snapshot
+				cur.repHeld, held = append(cur.repHeld, held...), nil
+			case !cur.repDirty:
+				// the copy holds everything queued up to now
+				cur.repOK = gen
+				release = s.takeHeldLocked()
+			}
+			s.mu.Unlock()
+			runHeld()
+			release()
+		})
+	}
+	if err != nil {
+		s.staleLocked()
+		sm.repHeld = append(sm.repHeld, held...)
 	}
 	return noop
 }
@@ -500,20 +569,38 @@ func (s *Server) applyReplicaMsg(m *repMsg) (missing bool) {
 	return false
 }
 
-// ownerLive reports whether r's owner is alive and still the process that
-// made r. Called with the table's mu held.
-func (s *Server) ownerLive(r *replica) bool {
-	return s.cluster.Reachable(r.owner) && s.replicas.epochs[r.owner] == r.epoch
+// ownerMayHold reports whether r's owner may still hold the session, so
+// that the copy must not be handed over: it is the process that made r,
+// and it is a member that the requester (when it says so) and this node
+// do not both fail to reach. Two nodes that lost their links to it are
+// taken as its death before the membership declares it (a partition
+// that cuts the owner off from both is treated the same: at-least-once).
+// Called with the table's mu held.
+func (s *Server) ownerMayHold(r *replica, req takeoverReq, members map[string]bool) bool {
+	if s.replicas.epochs[r.owner] != r.epoch || !members[r.owner] {
+		return false // restarted, or dead for the membership
+	}
+	return !req.OwnerUnreachable || s.cluster.Reachable(r.owner)
+}
+
+// memberSet returns the alive members by name.
+func (s *Server) memberSet() map[string]bool {
+	m := map[string]bool{}
+	for _, n := range s.cluster.Nodes() {
+		m[n] = true
+	}
+	return m
 }
 
 // giveReplica hands the copy of req.ID over for resumption on req.From,
 // unless its owner is alive (then the owner answers).
 func (s *Server) giveReplica(req takeoverReq) (takeoverResp, bool) {
 	resp := takeoverResp{Req: req.Req, From: s.cfg.NodeName, Replica: true}
+	members := s.memberSet()
 	t := &s.replicas
 	t.mu.Lock()
 	r := t.byID[req.ID]
-	if r == nil || r.bare != req.Bare || s.ownerLive(r) {
+	if r == nil || r.bare != req.Bare || s.ownerMayHold(r, req, members) {
 		t.mu.Unlock()
 		return resp, false
 	}
@@ -542,10 +629,7 @@ func (s *Server) giveReplica(req takeoverReq) (takeoverResp, bool) {
 // resumption timeout: their stanzas go to offline storage and the handled
 // count is kept for <failed h/>.
 func (s *Server) expireReplicas(now time.Time) {
-	alive := map[string]bool{}
-	for _, n := range s.cluster.Nodes() {
-		alive[n] = true
-	}
+	alive := s.memberSet()
 	t := &s.replicas
 	var expired []*replica
 	t.mu.Lock()
@@ -580,8 +664,8 @@ func (s *Server) storeReplicaOffline(r *replica) {
 
 // findReplica looks for a copy of session id here and on every other
 // alive node. ok is false when nobody has one (resp may still carry h).
-func (s *Server) findReplica(id, bare string, h uint32) (takeoverResp, bool) {
-	req := takeoverReq{ID: id, Bare: bare, H: h, From: s.cfg.NodeName, Req: randomID(8), Replica: true}
+func (s *Server) findReplica(id, bare string, h uint32, ownerUnreachable bool) (takeoverResp, bool) {
+	req := takeoverReq{ID: id, Bare: bare, H: h, From: s.cfg.NodeName, Req: randomID(8), Replica: true, OwnerUnreachable: ownerUnreachable}
 	if resp, ok := s.giveReplica(req); ok {
 		return resp, true
 	}

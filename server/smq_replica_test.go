@@ -142,14 +142,18 @@ func TestReplicaFollowsOwner(t *testing.T) {
 	apply(t, s, repMsg{Op: "in", ID: id, Owner: "n1", Epoch: 7, H: 8}) // stale: ignored
 	apply(t, s, repMsg{Op: "hello", Owner: "n1", Epoch: 7})
 
-	req := takeoverReq{ID: id, Bare: "alice@example.com", H: 13, From: "n3", Req: "r1", Replica: true}
+	req := takeoverReq{ID: id, Bare: "alice@example.com", H: 13, From: "n3", Req: "r1", Replica: true, OwnerUnreachable: true}
 	if _, ok := s.giveReplica(req); ok {
 		t.Fatal("copy handed over while its owner is alive")
 	}
-	if _, ok := s.giveReplica(takeoverReq{ID: id, Bare: "mallory@example.com", H: 13, From: "n3", Replica: true}); ok {
+	if _, ok := s.giveReplica(takeoverReq{ID: id, Bare: "mallory@example.com", H: 13, From: "n3", Replica: true, OwnerUnreachable: true}); ok {
 		t.Fatal("copy handed over to another account")
 	}
-	fc.set("n1", false) // the owner died
+	fc.set("n1", false) // this node lost its link to the owner…
+	if _, ok := s.giveReplica(takeoverReq{ID: id, Bare: "alice@example.com", H: 13, From: "n3", Req: "r0", Replica: true}); ok {
+		t.Fatal("copy handed over while the requester could reach the owner")
+	}
+	// …and so did the requester: the owner is taken for dead.
 	resp, ok := s.giveReplica(req)
 	if !ok || !resp.OK || !resp.Replica {
 		t.Fatalf("copy not handed over: %+v", resp)
@@ -245,10 +249,99 @@ func replicatedSession(t *testing.T, s *Server, fc *fakeCluster) *Session {
 	release := sess.startReplicaLocked("n2")
 	sess.mu.Unlock()
 	release()
-	if m := fc.take(); len(m) != 1 || m[0].msg.Op != "open" || m[0].node != "n2" {
+	m := fc.take()
+	if len(m) != 1 || m[0].msg.Op != "open" || m[0].node != "n2" {
 		t.Fatalf("first snapshot: %+v", m)
 	}
+	m[0].done(nil) // n2 applied it
 	return sess
+}
+
+// recorder returns a done func that appends name to the list it reports.
+func recorder() (func(string) func(), func() []string) {
+	var mu sync.Mutex
+	var got []string
+	return func(name string) func() {
+			return func() { mu.Lock(); got = append(got, name); mu.Unlock() }
+		}, func() []string {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(got)
+		}
+}
+
+// TestReceiptOfOldStandbyHoldsSender: a stanza copied to the old standby
+// counts only once the new standby confirmed its snapshot (the old one was
+// told to drop its copy).
+func TestReceiptOfOldStandbyHoldsSender(t *testing.T) {
+	fc := &fakeCluster{nodes: []string{"n1", "n2", "n3"}, reachable: map[string]bool{"n2": true, "n3": true}}
+	s := replicaServer(t, "n1", fc)
+	sess := replicatedSession(t, s, fc)
+	done, released := recorder()
+	sess.sendThen([]byte("<message id='m1'/>"), done("m1"))
+	toOld := fc.take()
+	if len(toOld) != 1 || toOld[0].msg.Op != "out" {
+		t.Fatalf("update: %+v", toOld)
+	}
+	sess.mu.Lock()
+	release := sess.startReplicaLocked("n3") // the standby changes
+	sess.mu.Unlock()
+	release()
+	snap := fc.take()
+	if len(snap) != 1 || snap[0].msg.Op != "open" || snap[0].node != "n3" || len(snap[0].msg.Out) != 1 {
+		t.Fatalf("snapshot to n3: %+v", snap)
+	}
+	toOld[0].done(nil) // n2 applied m1, but n2 is no longer the standby
+	if got := released(); len(got) != 0 {
+		t.Fatalf("released on the old standby's receipt: %v", got)
+	}
+	snap[0].done(nil)
+	if got := released(); !slices.Equal(got, []string{"m1"}) {
+		t.Fatalf("after n3's snapshot: %v", got)
+	}
+}
+
+// TestHeldReleasedWhenSessionEnds: senders waiting for a stale copy are
+// released when the session ends (its stanzas go to offline storage).
+func TestHeldReleasedWhenSessionEnds(t *testing.T) {
+	fc := &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n2": true}}
+	s := replicaServer(t, "n1", fc)
+	sess := replicatedSession(t, s, fc)
+	done, released := recorder()
+	fc.mu.Lock()
+	fc.down = true
+	fc.mu.Unlock()
+	sess.sendThen([]byte("<message id='m1'/>"), done("m1"))
+	if got := released(); len(got) != 0 {
+		t.Fatalf("released while the copy is stale: %v", got)
+	}
+	s.endSession(sess)
+	if got := released(); !slices.Equal(got, []string{"m1"}) {
+		t.Fatalf("after the session ended: %v", got)
+	}
+}
+
+// TestReceiptAfterSettleCopy: settleInbound may replace the smState with
+// a copy; a lost update must still mark the (new) state stale and hold
+// its sender.
+func TestReceiptAfterSettleCopy(t *testing.T) {
+	fc := &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n2": true}}
+	s := replicaServer(t, "n1", fc)
+	sess := replicatedSession(t, s, fc)
+	done, released := recorder()
+	sess.sendThen([]byte("<message id='m1'/>"), done("m1"))
+	upd := fc.take()
+	sess.mu.Lock()
+	fresh := *sess.sm
+	sess.sm = &fresh // what settleInbound does when commits are late
+	sess.mu.Unlock()
+	upd[0].done(errors.New("link died"))
+	sess.mu.Lock()
+	stale := sess.sm.repDirty
+	sess.mu.Unlock()
+	if !stale || len(released()) != 0 {
+		t.Fatalf("lost update after the copy: stale=%v released=%v", stale, released())
+	}
 }
 
 // TestStaleCopyHoldsSenders: an update the link could not take marks the

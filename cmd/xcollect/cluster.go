@@ -77,10 +77,9 @@ func (a *clusterAdapter) HandleSessionsGone(gone []cluster.Session) {
 
 func (a *clusterAdapter) HandleSessionUpdate(cluster.Session) {} // presence travels as stanzas
 
-func (a *clusterAdapter) HandleConflict(full string) {
-	a.c.ForgetLocal(full) // first: the closed session's Unpublish then sends no tombstone
-	a.srv.Conflict(full)
-}
+// HandleConflict closes the local session; the cluster has already
+// dropped its entry without a tombstone.
+func (a *clusterAdapter) HandleConflict(full string) { a.srv.Conflict(full) }
 
 func (a *clusterAdapter) HandleUndelivered(to string, stanza []byte) { a.srv.Undeliverable(to, stanza) }
 

@@ -158,7 +158,7 @@ cluster:
 		})
 	}
 	for _, n := range nodes {
-		waitFor(t, 20*time.Second, n.name+" listening", func() bool {
+		waitFor(t, 45*time.Second, n.name+" listening", func() bool { // slow under a parallel -race suite
 			c, err := net.DialTimeout("tcp", n.c2s, 200*time.Millisecond)
 			if err != nil {
 				return false
