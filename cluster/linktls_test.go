@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"xcollect.dev/xcollect/internal/testutil"
 )
 
 var otherKey = []byte("fedcba9876543210fedcba9876543210")
@@ -382,29 +383,11 @@ func TestLinkTLSEncryptedOnWire(t *testing.T) {
 	})
 }
 
-// syncBuf is a goroutine-safe log sink.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestLinkTLSOtherKeyNeverLinks: two members that share gossip but whose
 // link certificates come from different keys never get a link, and both
 // log why with the peer's address.
 func TestLinkTLSOtherKeyNeverLinks(t *testing.T) {
-	var logA, logB syncBuf
+	var logA, logB testutil.SyncBuffer
 	logTo := func(w io.Writer) func(*Config) {
 		return func(c *Config) {
 			c.Logger = zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), w)).Level(zerolog.InfoLevel)

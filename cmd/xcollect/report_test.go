@@ -9,28 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"xcollect.dev/xcollect/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer and a poller.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -73,7 +56,7 @@ func startCLINode(t *testing.T) cliNode {
 		t.Fatalf("user add: %s", e)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- cmdServe(ctx, []string{"--config", cfg}, logs, logs) }()
 	t.Cleanup(func() {
@@ -104,7 +87,7 @@ func TestReportThenProcess(t *testing.T) {
 	}
 
 	pctx, pcancel := context.WithCancel(ctx)
-	pout, perr := &syncBuffer{}, &syncBuffer{}
+	pout, perr := &testutil.SyncBuffer{}, &testutil.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- cmdProcess(pctx, []string{"--addr", n.comp, "--jid", "collector.localhost", "--secret", "sec"}, pout, perr)
@@ -146,7 +129,7 @@ func TestProcessExecAcksOnlyOnSuccess(t *testing.T) {
 	got, marker := filepath.Join(dir, "got"), filepath.Join(dir, "ok")
 	script := fmt.Sprintf(`echo "$XCOLLECT_ID" >> %q; cat >> %q; if [ -f %q ]; then exit 0; fi; touch %q; exit 3`, got+".ids", got, marker, marker)
 	pctx, pcancel := context.WithCancel(ctx)
-	pout, perr := &syncBuffer{}, &syncBuffer{}
+	pout, perr := &testutil.SyncBuffer{}, &testutil.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- cmdProcess(pctx, []string{"--addr", n.comp, "--jid", "collector.localhost", "--secret", "sec", "--exec", script}, pout, perr)

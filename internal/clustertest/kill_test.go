@@ -223,27 +223,51 @@ func TestKillNodeUnderLoad(t *testing.T) {
 	t.Logf("node2 declared dead %v after SIGKILL", time.Since(killed).Round(100*time.Millisecond))
 	wg.Wait()
 
-	var acked, lost []string
-	for _, d := range devs {
-		acked = append(acked, d.acked...)
-	}
-	waitFor(t, 20*time.Second, "every acked report at the processor", func() bool {
-		lost = lost[:0]
-		for _, id := range acked {
-			if !col.has(id) {
-				lost = append(lost, id)
-			}
-		}
-		return len(lost) == 0
-	})
+	acked := waitAckedDelivered(t, 20*time.Second, devs, col)
 	col.mu.Lock()
 	received, dups := len(col.got), 0
 	for _, n := range col.got {
 		dups += n - 1
 	}
 	col.mu.Unlock()
-	t.Logf("acked %d, received %d distinct (%d duplicates), acked-but-lost %d", len(acked), received, dups, len(lost))
+	t.Logf("acked %d, received %d distinct (%d duplicates), acked-but-lost 0", acked, received, dups)
+}
+
+// waitAckedDelivered waits up to d until every report a device got an ack
+// for is at one of the collectors (the test fails with the missing ones
+// otherwise) and returns how many were acked; too few acks mean the load
+// did not run, which fails the test too.
+func waitAckedDelivered(t *testing.T, d time.Duration, devs []*device, cols ...*collector) int {
+	t.Helper()
+	var acked, lost []string
+	for _, dv := range devs {
+		dv.mu.Lock()
+		acked = append(acked, dv.acked...)
+		dv.mu.Unlock()
+	}
 	if len(acked) < 100 {
 		t.Fatalf("only %d reports acked: the load did not run", len(acked))
 	}
+	ok := false
+	deadline := time.Now().Add(d)
+	for !ok && time.Now().Before(deadline) {
+		lost = lost[:0]
+		for _, id := range acked {
+			at := false
+			for _, c := range cols {
+				at = at || c.has(id)
+			}
+			if !at {
+				lost = append(lost, id)
+			}
+		}
+		ok = len(lost) == 0
+		if !ok {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if !ok {
+		t.Fatalf("acked-but-lost %d of %d after %v, e.g. %v", len(lost), len(acked), d, lost[:min(5, len(lost))])
+	}
+	return len(acked)
 }

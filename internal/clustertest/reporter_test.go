@@ -1,12 +1,10 @@
 package clustertest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,26 +12,9 @@ import (
 
 	"xcollect.dev/xcollect/clients/reporter"
 	"xcollect.dev/xcollect/internal/pgtest"
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/xmpptest"
 )
-
-// syncBuffer is a bytes.Buffer safe for the reporter's logger goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestReporterResumesAfterNodeDeath: the reporter SDK, sending reports
 // one after another, loses its node to a SIGKILL; it reconnects to another
@@ -51,7 +32,7 @@ func TestReporterResumesAfterNodeDeath(t *testing.T) {
 	}
 	col := collect(t, proc)
 
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	var d net.Dialer
 	r, err := reporter.New(reporter.Config{
 		Addr: nodes[0].c2s, JID: "field1@example.com", Password: "pw",

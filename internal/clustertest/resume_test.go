@@ -26,18 +26,7 @@ func TestResumeAfterOwnerDied(t *testing.T) {
 		clusterOpts{extra: fmt.Sprintf("stream_management: {resume_timeout: %v}", timeout)})
 	addUsers(t, dsn, "alice", "bob")
 
-	// alice on node1 (its standby is node2), bob on node3.
-	a := dial(t, nodes[0], "alice")
-	if err := a.EnableSM(true); err != nil {
-		t.Fatal(err)
-	}
-	a.SetAutoAck(false)
-	_ = a.Send("<presence/>")
-	b := dial(t, nodes[2], "bob")
-	waitFor(t, 10*time.Second, "alice in node3's directory", func() bool {
-		d, _ := status(t, nodes[2].http)
-		return d >= 1
-	})
+	a, b := aliceAndBob(t, nodes)
 	for _, m := range []string{"m1", "m2", "m3"} {
 		_ = b.Send("<message to='" + a.JID + "' id='" + m + "'><body>" + m + "</body></message>")
 		expect(t, a, ">"+m+"<")
@@ -125,17 +114,7 @@ func TestGracefulStopDropsCopies(t *testing.T) {
 	nodes := startClusterOn(t, dsn, "1000", []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}, nil,
 		clusterOpts{extra: fmt.Sprintf("stream_management: {resume_timeout: %v}", timeout)})
 	addUsers(t, dsn, "alice", "bob")
-	a := dial(t, nodes[0], "alice") // standby: node2
-	if err := a.EnableSM(true); err != nil {
-		t.Fatal(err)
-	}
-	a.SetAutoAck(false)
-	_ = a.Send("<presence/>")
-	b := dial(t, nodes[2], "bob")
-	waitFor(t, 10*time.Second, "alice in node3's directory", func() bool {
-		d, _ := status(t, nodes[2].http)
-		return d >= 1
-	})
+	a, b := aliceAndBob(t, nodes)
 	_ = b.Send("<message to='" + a.JID + "' id='g1'><body>g1</body></message>")
 	expect(t, a, ">g1<") // never acknowledged
 	time.Sleep(300 * time.Millisecond)
@@ -156,4 +135,23 @@ func TestGracefulStopDropsCopies(t *testing.T) {
 	if el, err := a2.Next(time.Second); err == nil && strings.Contains(string(el.Raw), ">g1<") {
 		t.Fatalf("g1 delivered twice: %s", el.Raw)
 	}
+}
+
+// aliceAndBob logs alice in on node1 (her standby is node2) with
+// resumable XEP-0198 and no automatic acks, available, and bob on node3,
+// and waits until node3 knows alice.
+func aliceAndBob(t *testing.T, nodes []*node) (alice, bob *xmpptest.Conn) {
+	t.Helper()
+	a := dial(t, nodes[0], "alice")
+	if err := a.EnableSM(true); err != nil {
+		t.Fatal(err)
+	}
+	a.SetAutoAck(false)
+	_ = a.Send("<presence/>")
+	b := dial(t, nodes[2], "bob")
+	waitFor(t, 10*time.Second, "alice in node3's directory", func() bool {
+		d, _ := status(t, nodes[2].http)
+		return d >= 1
+	})
+	return a, b
 }

@@ -86,21 +86,5 @@ func TestProcessorNodeKilled(t *testing.T) {
 	}
 	wg.Wait()
 
-	var acked, lost []string
-	for _, d := range devs {
-		acked = append(acked, d.acked...)
-	}
-	waitFor(t, 20*time.Second, "every acked report at a processor", func() bool {
-		lost = lost[:0]
-		for _, id := range acked {
-			if !colA.has(id) && !colB.has(id) {
-				lost = append(lost, id)
-			}
-		}
-		return len(lost) == 0
-	})
-	t.Logf("acked %d, acked-but-lost %d", len(acked), len(lost))
-	if len(acked) < 100 {
-		t.Fatalf("only %d reports acked: the load did not run", len(acked))
-	}
+	t.Logf("acked %d, acked-but-lost 0", waitAckedDelivered(t, 20*time.Second, devs, colA, colB))
 }
