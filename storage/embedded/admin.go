@@ -30,7 +30,6 @@ func (q queue) Stats(ctx context.Context, component string) ([]storage.QueueStat
 				return err
 			}
 		}
-		now := time.Now().UnixNano()
 		for _, name := range names {
 			st := storage.QueueStats{Component: name}
 			c, err := openComp(tx, name, false)
@@ -46,7 +45,6 @@ func (q queue) Stats(ctx context.Context, component string) ([]storage.QueueStat
 					}
 					st.Partitions++
 				}
-				st.Leased = q.s.book.leased(name, time.Unix(0, now))
 				if _, v := c.rows.Cursor().First(); len(v) >= 9 {
 					st.Oldest = unixNano(binary.BigEndian.Uint64(v[1:9]))
 				}
@@ -58,12 +56,19 @@ func (q queue) Stats(ctx context.Context, component string) ([]storage.QueueStat
 	if err != nil {
 		return nil, err
 	}
+	// Leases after the transaction: the book's lock is never taken inside
+	// one (see leaseBook.attempts).
+	now := time.Now()
+	for i := range out {
+		out[i].Leased = q.s.book.leased(out[i].Component, now)
+	}
 	return out, nil
 }
 
 // List returns rows in ID order; limit <= 0 means all.
 func (q queue) List(ctx context.Context, component string, dead bool, limit int) ([]storage.QueueItem, error) {
 	var out []storage.QueueItem
+	counted := q.s.book.attempts(component) // not inside the transaction
 	err := q.s.view(ctx, "list "+component, func(tx *bolt.Tx) error {
 		out = nil
 		c, err := openComp(tx, component, false)
@@ -86,7 +91,7 @@ func (q queue) List(ctx context.Context, component string, dead bool, limit int)
 			}
 			if !dead {
 				it.Attempts = attemptsOf(c.parts.Get(idKey(it.Sender, id)))
-				if n, ok := q.s.book.attemptsOf(component, id); ok {
+				if n, ok := counted[id]; ok {
 					it.Attempts = n
 				}
 			}
@@ -105,6 +110,7 @@ func (q queue) List(ctx context.Context, component string, dead bool, limit int)
 func (q queue) Expire(ctx context.Context, component string, before time.Time) (int, error) {
 	var n int
 	var moved []uint64
+	counted := q.s.book.attempts(component) // not inside the transaction
 	err := q.s.update(ctx, "expire "+component, func(tx *bolt.Tx) error {
 		n, moved = 0, nil
 		c, err := openComp(tx, component, false)
@@ -129,7 +135,7 @@ func (q queue) Expire(ctx context.Context, component string, before time.Time) (
 			if !ok {
 				continue
 			}
-			if n, ok := q.s.book.attemptsOf(component, id); ok {
+			if n, ok := counted[id]; ok {
 				it.Attempts = n
 			}
 			it.Reason = "expired"

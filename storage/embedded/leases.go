@@ -67,15 +67,20 @@ func (b *leaseBook) leased(component string, now time.Time) int64 {
 	return n
 }
 
-// attemptsOf returns the attempts counted in this run for row id.
-func (b *leaseBook) attemptsOf(component string, id uint64) (int, bool) {
+// attempts returns a copy of the attempts counted in this run for
+// component's rows. Callers take it before opening a bolt transaction:
+// the book's lock is never taken inside one, because Claim holds it while
+// it opens one (and bbolt's remap lock would close the cycle).
+func (b *leaseBook) attempts(component string) map[uint64]int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	out := map[uint64]int{}
 	if c := b.comps[component]; c != nil {
-		n, ok := c.attempts[id]
-		return n, ok
+		for id, n := range c.attempts {
+			out[id] = n
+		}
 	}
-	return 0, false
+	return out
 }
 
 // forget drops the attempt counts of rows that left the queue.
