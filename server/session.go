@@ -45,6 +45,7 @@ type outItem struct {
 	final   bool // close the connection after writing it
 	enabled bool // the <enabled/> answer: XEP-0198 counting starts after it
 	counted bool // taken by the writer and kept in sm.unacked (countOutLocked)
+	ack     bool // an <a h/>: meaningless on a resumed stream (<resumed h/> replaces it)
 }
 
 // Session is one bound client resource. Its connection has one reader (the

@@ -343,12 +343,8 @@ func (s *Server) resume(c *c2sConn, el *wire.Element) (done bool, err error) {
 	old := sess.unplugLocked()
 	sm.ack(uint32(h))
 	sess.repLocked(&repMsg{Op: "ack", H: uint32(h)}, nil)
-	resend := make([]outItem, 0, len(sm.unacked)+len(sess.out))
-	for _, it := range sm.unacked {
-		resend = append(resend, outItem{b: it.b, stanza: true})
-	}
-	sess.out = append(resend, sess.out...)
-	sm.unacked = nil
+	resend := len(sm.unacked)
+	sess.requeueForResumeLocked()
 	sm.outSent = uint32(h)
 	sm.rPending = false
 	inH := sm.inH
@@ -367,11 +363,31 @@ func (s *Server) resume(c *c2sConn, el *wire.Element) (done bool, err error) {
 		sess.detach(c)
 		return true, err
 	}
-	sess.log.Info().Int("resent", len(resend)).Msg("session resumed")
+	sess.log.Info().Int("resent", resend).Msg("session resumed")
 	sess.attach(c)
 	rerr := sess.readLoop(c)
 	sess.connLost(c, rerr)
 	return true, nil
+}
+
+// requeueForResumeLocked puts the unacknowledged stanzas back in front of
+// the queue for the resumed stream. An <a/> queued for the old connection
+// is dropped: the client would take it for the answer to an <r/> it sends
+// after <resumed/> and count from a stale h (XEP-0198 §5: <resumed h/> is
+// the count). Called with s.mu held.
+func (s *Session) requeueForResumeLocked() {
+	sm := s.sm
+	out := make([]outItem, 0, len(sm.unacked)+len(s.out))
+	for _, it := range sm.unacked {
+		out = append(out, outItem{b: it.b, stanza: true})
+	}
+	for _, it := range s.out {
+		if !it.ack {
+			out = append(out, it)
+		}
+	}
+	s.out = out
+	sm.unacked = nil
 }
 
 // detachedTable indexes resumable sessions by their stream management id,

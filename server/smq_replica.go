@@ -354,7 +354,7 @@ func (s *Session) ackOutLocked(h uint32) {
 		return
 	}
 	sm.ackSent, sm.ackOut = h, true
-	s.out = append(s.out, outItem{b: wire.Ack(h)})
+	s.out = append(s.out, outItem{b: wire.Ack(h), ack: true})
 	s.notify()
 }
 

@@ -443,3 +443,26 @@ func TestHandedOverJIDIsForwarded(t *testing.T) {
 		t.Fatalf("another resource: %+v", got)
 	}
 }
+
+// TestResumeDropsStaleAcks: an <a/> queued for the old connection does not
+// reach the resumed stream (the client would read it as the answer to the
+// <r/> it sends after <resumed/>); unacked stanzas go first, other queued
+// items keep their order.
+func TestResumeDropsStaleAcks(t *testing.T) {
+	s := replicaServer(t, "n1", &fakeCluster{reachable: map[string]bool{}})
+	sess := &Session{srv: s, full: "alice@example.com/r", bare: "alice@example.com", log: s.log}
+	sess.sm = &smState{id: "x", counting: true, unacked: []smItem{{seq: 4, b: []byte("<message id='u'/>")}}}
+	sess.mu.Lock()
+	sess.ackOutLocked(3)
+	sess.out = append(sess.out, outItem{b: []byte("<message id='q'/>"), stanza: true})
+	sess.requeueForResumeLocked()
+	var got []string
+	for _, it := range sess.out {
+		got = append(got, string(it.b))
+	}
+	sess.mu.Unlock()
+	want := []string{"<message id='u'/>", "<message id='q'/>"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("queue after resume: %q, want %q", got, want)
+	}
+}
