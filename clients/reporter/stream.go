@@ -168,7 +168,10 @@ func (r *Reporter) tryResume(ctx context.Context, c *xmppc.Conn) (bool, error) {
 		return false, fmt.Errorf("resumed: invalid h in %s", el.Raw)
 	}
 	r.mu.Lock()
-	r.ackLocked(uint32(sh))
+	if err := r.ackLocked(uint32(sh)); err != nil {
+		r.mu.Unlock()
+		return false, err
+	}
 	// The server's h counts what is durable; stanzas it received but has
 	// not committed yet are counted later. Ask where it stands before
 	// re-sending anything, so both counts stay equal.
@@ -295,7 +298,9 @@ func (r *Reporter) handleSM(el *wire.Element) error {
 		if err != nil {
 			return fmt.Errorf("invalid ack %s", el.Raw)
 		}
-		r.ackLocked(uint32(h))
+		if err := r.ackLocked(uint32(h)); err != nil {
+			return err
+		}
 		if r.syncing {
 			// The answer to the <r/> sent on resumption: h is everything
 			// the server has from the old stream. Re-send the rest.
@@ -309,11 +314,19 @@ func (r *Reporter) handleSM(el *wire.Element) error {
 	return nil
 }
 
+// errAckBeyondSent: the server's h counts stanzas this stream never sent.
+// Such an h proves nothing about the reports in flight, so none of them is
+// completed: the stream is dropped, the next one binds anew (no resume of
+// counts that disagree) and re-sends every report still in the outbox; the
+// server's dedupe drops those it already has.
+var errAckBeyondSent = errors.New("reporter: the server acknowledged more stanzas than were sent")
+
 // ackLocked completes the written stanzas up to h. Called with r.mu held.
-func (r *Reporter) ackLocked(h uint32) {
+func (r *Reporter) ackLocked(h uint32) error {
 	if !r.syncing && len(r.inflight) > 0 && before(r.outSent, h) {
-		r.log.Warn().Uint32("h", h).Uint32("sent", r.outSent).Msg("server acked more than was sent")
-		h = r.outSent
+		r.log.Warn().Uint32("h", h).Uint32("sent", r.outSent).Msg("server acked more than was sent; binding a new session")
+		r.smID = ""
+		return errAckBeyondSent
 	}
 	n := 0
 	freed := false
@@ -330,6 +343,7 @@ func (r *Reporter) ackLocked(h uint32) {
 		close(r.spaceCh)
 		r.spaceCh = make(chan struct{})
 	}
+	return nil
 }
 
 // complete removes an acked item from the outbox and wakes its Report.
