@@ -347,6 +347,13 @@ func (s *Server) storeOffline(st *stanza, bare string, done func()) {
 	done()
 }
 
+// undeliverableAll is undeliverable for each of stanzas, all for full.
+func (s *Server) undeliverableAll(full string, stanzas [][]byte) {
+	for _, b := range stanzas {
+		s.undeliverable(full, b)
+	}
+}
+
 // undeliverable handles a stanza a session took but could not write (it
 // ended first): messages go to offline storage, nothing is lost silently.
 func (s *Server) undeliverable(full string, raw []byte) {

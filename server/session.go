@@ -464,8 +464,6 @@ func (s *Server) endSession(s2 *Session) {
 	if s.unbind(s2) && wasAvailable {
 		s.broadcastUnavailable(s2)
 	}
-	for _, b := range pending {
-		s.undeliverable(s2.full, b)
-	}
+	s.undeliverableAll(s2.full, pending)
 	release()
 }

@@ -179,9 +179,7 @@ func (s *Server) abandoned(resp takeoverResp) {
 		return
 	}
 	s.offload(func() {
-		for _, b := range resp.Resend {
-			s.undeliverable(resp.Full, b)
-		}
+		s.undeliverableAll(resp.Full, resp.Resend)
 		if resp.Replica || resp.From == "" {
 			return
 		}
@@ -207,9 +205,7 @@ func (s *Server) answerTakeover(node string, req takeoverReq, resp takeoverResp)
 		}
 		s.smDetached.endedHere(req.ID, req.Bare, resp.InH)
 		s.offload(func() {
-			for _, b := range resp.Resend {
-				s.undeliverable(resp.Full, b)
-			}
+			s.undeliverableAll(resp.Full, resp.Resend)
 			switch {
 			case resp.Replica:
 			case surely:
@@ -370,7 +366,7 @@ func (s *Server) resumeMoved(c *c2sConn, id string, st takeoverResp, h uint32) (
 		sess.out = append(sess.out, outItem{b: b, stanza: true})
 	}
 	s.smDetached.add(id, sess) // before its first snapshot (replicaPass lists smDetached)
-	standby := s.standbyNode()
+	standby := s.currentStandby()
 	sess.mu.Lock()
 	release := sess.startReplicaLocked(standby)
 	sess.mu.Unlock()
