@@ -56,6 +56,7 @@ type Server struct {
 	repDirty   atomic.Bool   // a session's copy needs a fresh snapshot
 	repSeq     atomic.Uint64 // numbers the snapshots sent to standbys
 	repKick    chan struct{} // wakes replicaLoop: a copy went stale
+	standby    atomic.Value  // string: the standby of replicaLoop's last pass
 	leaving    atomic.Bool   // LeaveCluster ran: no more copies
 	epoch      int64         // start time: tells a restarted node from the old one
 	authFail   failLimiter

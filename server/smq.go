@@ -111,7 +111,7 @@ func (s *Session) handleSM(el *wire.Element) bool {
 		if sm.resumable {
 			s.srv.smDetached.add(sm.id, s)
 			b = append(b, " resume='true' max='"+strconv.Itoa(int(s.srv.cfg.SMResumeTimeout/time.Second))+"'"...)
-			standby = s.srv.standbyNode()
+			standby = s.srv.currentStandby()
 		}
 		s.mu.Lock()
 		release := noop

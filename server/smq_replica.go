@@ -101,6 +101,16 @@ type replicaTable struct {
 
 // --- owner side -------------------------------------------------------
 
+// currentStandby is the standby replicaLoop chose at its last pass: a
+// session enabling XEP-0198 takes it without walking the membership (a
+// login-rate path). Before the first pass it is computed.
+func (s *Server) currentStandby() string {
+	if v, ok := s.standby.Load().(string); ok && v != "" {
+		return v
+	}
+	return s.standbyNode()
+}
+
 // standbyNode returns the node that should hold copies of this node's
 // sessions: the next reachable node after this one in name order.
 func (s *Server) standbyNode() string {
@@ -394,6 +404,7 @@ func (s *Server) replicaLoop() {
 // standby.
 func (s *Server) replicaPass(last string) string {
 	standby := s.standbyNode()
+	s.standby.Store(standby)
 	if standby != last || s.repDirty.Swap(false) {
 		seq := s.repSeq.Load()
 		var ids []string
@@ -610,7 +621,7 @@ func (s *Server) giveReplica(req takeoverReq) (takeoverResp, bool) {
 		// The client acknowledges stanzas the copy never had: it cannot be
 		// resumed consistently, but it can learn what was handled.
 		s.smDetached.endedHere(req.ID, r.bare, r.inH)
-		s.offload(func() { s.storeReplicaOffline(r) })
+		s.offload(func() { s.undeliverableAll(r.full, r.fifo) })
 		resp.HSet, resp.H = true, r.inH
 		return resp, true
 	}
@@ -651,14 +662,8 @@ func (s *Server) expireReplicas(now time.Time) {
 	t.mu.Unlock()
 	for _, r := range expired {
 		s.smDetached.endedHere(r.id, r.bare, r.inH)
-		s.storeReplicaOffline(r)
+		s.undeliverableAll(r.full, r.fifo)
 		s.log.Info().Str("jid", r.full).Int("stanzas", len(r.fifo)).Msg("session copy expired: its stanzas are in offline storage")
-	}
-}
-
-func (s *Server) storeReplicaOffline(r *replica) {
-	for _, b := range r.fifo {
-		s.undeliverable(r.full, b)
 	}
 }
 
