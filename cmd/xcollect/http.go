@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -25,9 +24,9 @@ func apiNode(n cluster.Node) httpapi.Node {
 // startHTTP serves the HTTP API on f.Listeners.HTTP ("" disables it) until
 // ctx ends; the returned channel closes when the server has stopped.
 func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *server.Server, cl *cluster.Cluster, pprofOn bool, log zerolog.Logger) (<-chan struct{}, error) {
-	done := make(chan struct{})
 	addr := *f.Listeners.HTTP
 	if addr == "" {
+		done := make(chan struct{})
 		close(done)
 		return done, nil
 	}
@@ -59,17 +58,5 @@ func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *ser
 	}
 	hs := &http.Server{Handler: httpapi.Handler(d), ReadHeaderTimeout: 5 * time.Second}
 	log.Info().Str("listener", "http").Str("addr", ln.Addr().String()).Msg("listening")
-	go func() {
-		defer close(done)
-		go func() {
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = hs.Shutdown(sctx) // the listener closes either way
-		}()
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error().Err(err).Msg("http server")
-		}
-	}()
-	return done, nil
+	return httpapi.ServeUntil(ctx, hs, ln, func(err error) { log.Error().Err(err).Msg("http server") }, nil), nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"xcollect.dev/xcollect/internal/httpapi"
 	"xcollect.dev/xcollect/storage"
 )
 
@@ -80,21 +81,8 @@ func Serve(ctx context.Context, path string, users storage.UserStore, log zerolo
 		return users.ListUsers(ctx, r.Domain)
 	})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		go func() {
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = hs.Shutdown(sctx) // closes the listener either way
-		}()
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error().Err(err).Msg("admin socket")
-		}
-		_ = os.Remove(path) // gone with the node
-	}()
-	return done, nil
+	return httpapi.ServeUntil(ctx, hs, ln, func(err error) { log.Error().Err(err).Msg("admin socket") },
+		func() { _ = os.Remove(path) }), nil // the socket goes with the node
 }
 
 // Users is a storage.UserStore that talks to a running node's socket.

@@ -8,6 +8,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -106,4 +107,28 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v) // a failed write means the client left
+}
+
+// ServeUntil serves hs on ln until ctx ends, then shuts it down (5 s for
+// requests in flight). failed gets an error other than the shutdown;
+// after, if not nil, runs once Serve returned. The returned channel is
+// closed after that. Used for the HTTP port and the admin socket.
+func ServeUntil(ctx context.Context, hs *http.Server, ln net.Listener, failed func(error), after func()) <-chan struct{} {
+	done := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx) // closes the listener either way
+	})
+	go func() { // owned by the caller through done
+		defer close(done)
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			failed(err)
+		}
+		stop()
+		if after != nil {
+			after()
+		}
+	}()
+	return done
 }
