@@ -3,25 +3,93 @@ package server
 import (
 	"bytes"
 	"encoding/xml"
-	"sort"
+	"slices"
 
 	"xcollect.dev/xcollect/internal/wire"
 )
 
-// Namespaces of the built-in IQ services.
+// iqTarget says whom an IQ service answers for.
+type iqTarget uint8
+
 const (
-	nsPing       = "urn:xmpp:ping"
-	nsDiscoInfo  = "http://jabber.org/protocol/disco#info"
-	nsDiscoItems = "http://jabber.org/protocol/disco#items"
-	nsVersion    = "jabber:iq:version"
+	// forAccount: an IQ a client sends to its own bare JID or with no to
+	// (RFC 6120 §10.3.3): roster, legacy session, ping of the account.
+	forAccount iqTarget = iota
+	// forServer: an IQ to a served domain, or with no to when no account
+	// service takes it.
+	forServer
 )
 
-// serverFeatures are the features listed by disco#info on the server: only
-// what is really implemented.
-var serverFeatures = []string{
-	nsDiscoInfo, nsDiscoItems, nsPing, nsVersion, nsRoster,
-	"urn:xmpp:sm:3", "msgoffline", wire.NSSession,
+// iqService is one row of the IQ table: IQs of one of types whose payload
+// is in namespace ns, addressed to target, are answered by handle.
+type iqService struct {
+	types   []string // "get", "set"
+	ns      string   // namespace of the payload element
+	target  iqTarget
+	feature string // what disco#info lists for it; "" for nothing
+	// handle answers st and returns the reply; nil means handle replied
+	// itself. sess is the sender's session for forAccount services and nil
+	// for forServer ones (the sender may be a component or a peer's user).
+	handle func(sess *Session, st *stanza) []byte
 }
+
+var (
+	iqGet    = []string{"get"}
+	iqGetSet = []string{"get", "set"}
+)
+
+// iqTable is every IQ the server itself answers. Adding one is a row here
+// (built in Server.iqServices) and a function; disco#info is derived from
+// the table, so it lists only what is implemented.
+type iqTable struct {
+	services []iqService
+	// otherFeatures are disco#info features that are not IQ services
+	// (stream features, message handling).
+	otherFeatures []string
+}
+
+// iqServices is the server's IQ table.
+func (s *Server) iqServices() iqTable {
+	return iqTable{
+		services: []iqService{
+			{types: iqGetSet, ns: nsRoster, target: forAccount, feature: nsRoster, handle: s.rosterIQ},
+			{types: iqGetSet, ns: wire.NSSession, target: forAccount, feature: wire.NSSession, handle: emptyResult},
+			{types: iqGetSet, ns: nsPing, target: forAccount, handle: emptyResult},
+			{types: iqGet, ns: nsPing, target: forServer, feature: nsPing, handle: emptyResult},
+			{types: iqGet, ns: nsDiscoInfo, target: forServer, feature: nsDiscoInfo, handle: s.discoInfo},
+			{types: iqGet, ns: nsDiscoItems, target: forServer, feature: nsDiscoItems, handle: s.discoItems},
+			{types: iqGet, ns: nsVersion, target: forServer, feature: nsVersion, handle: s.version},
+		},
+		otherFeatures: []string{nsStreamManagement, featureOffline},
+	}
+}
+
+// lookup returns the service for an IQ of type typ with payload namespace
+// ns addressed to target, or nil.
+func (t *iqTable) lookup(target iqTarget, typ, ns string) *iqService {
+	for i := range t.services {
+		sv := &t.services[i]
+		if sv.target == target && sv.ns == ns && slices.Contains(sv.types, typ) {
+			return sv
+		}
+	}
+	return nil
+}
+
+// features returns the disco#info features of the table, sorted, once each.
+func (t *iqTable) features() []string {
+	fs := slices.Clone(t.otherFeatures)
+	for _, sv := range t.services {
+		if sv.feature != "" {
+			fs = append(fs, sv.feature)
+		}
+	}
+	slices.Sort(fs)
+	return slices.Compact(fs)
+}
+
+// emptyResult answers an IQ with an empty result.
+func emptyResult(_ *Session, st *stanza) []byte { return iqResult(st, nil) }
 
 // payloadName returns the name of the first child element of raw.
 func payloadName(raw []byte) xml.Name {
@@ -63,26 +131,21 @@ func (s *Server) handleIQ(sess *Session, st *stanza, done func()) {
 		done()
 		return
 	}
-	toSelf := !st.hasTo() || st.to.String() == sess.bare
-	if toSelf {
-		switch p := payloadName(st.el.Raw); p.Space {
-		case nsRoster:
-			s.handleRoster(sess, st)
-		case wire.NSSession:
-			sess.send(iqResult(st, nil), true) // RFC 3921 session: a no-op today
-		case nsPing:
-			sess.send(iqResult(st, nil), true)
-		default:
-			if !st.hasTo() {
-				s.handleServerIQ(st)
-			} else {
-				sess.send(st.errorReply("cancel", "service-unavailable", ""), true)
-			}
-		}
-		done()
+	if st.hasTo() && st.to.String() != sess.bare {
+		s.route(st, done)
 		return
 	}
-	s.route(st, done)
+	switch sv := s.iqs.lookup(forAccount, st.typ, payloadName(st.el.Raw).Space); {
+	case sv != nil:
+		if reply := sv.handle(sess, st); reply != nil {
+			sess.send(reply, true)
+		}
+	case !st.hasTo():
+		s.handleServerIQ(st)
+	default:
+		sess.send(st.errorReply("cancel", "service-unavailable", ""), true)
+	}
+	done()
 }
 
 // handleServerIQ answers an IQ addressed to the server (or to no one).
@@ -90,38 +153,9 @@ func (s *Server) handleServerIQ(st *stanza) {
 	if st.typ != "get" && st.typ != "set" {
 		return
 	}
-	p := payloadName(st.el.Raw)
-	var reply []byte
-	switch {
-	case p.Space == nsPing && st.typ == "get":
-		reply = iqResult(st, nil)
-	case p.Space == nsDiscoInfo && st.typ == "get":
-		b := []byte("<query xmlns='" + nsDiscoInfo + "'><identity category='server' type='im' name='xcollect'/>")
-		for _, f := range serverFeatures {
-			b = append(b, "<feature var='"+f+"'/>"...)
-		}
-		b = append(b, "</query>"...)
-		reply = iqResult(st, b)
-	case p.Space == nsDiscoItems && st.typ == "get":
-		b := []byte("<query xmlns='" + nsDiscoItems + "'>")
-		if s.queue != nil {
-			comps := s.queue.Components()
-			sort.Strings(comps)
-			for _, c := range comps {
-				b = append(b, "<item"...)
-				b = wire.AppendAttr(b, "jid", c)
-				b = append(b, "/>"...)
-			}
-		}
-		b = append(b, "</query>"...)
-		reply = iqResult(st, b)
-	case p.Space == nsVersion && st.typ == "get":
-		b := []byte("<query xmlns='" + nsVersion + "'><name>xcollect</name><version>")
-		b = wire.AppendText(b, s.cfg.Version)
-		b = append(b, "</version></query>"...)
-		reply = iqResult(st, b)
-	default:
-		reply = st.errorReply("cancel", "service-unavailable", "")
+	reply := st.errorReply("cancel", "service-unavailable", "")
+	if sv := s.iqs.lookup(forServer, st.typ, payloadName(st.el.Raw).Space); sv != nil {
+		reply = sv.handle(nil, st)
 	}
 	s.reply(st, reply)
 }

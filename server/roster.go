@@ -42,6 +42,12 @@ func (s *Server) storeCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(s.ctx, 30*time.Second)
 }
 
+// rosterIQ is the IQ table's roster service: handleRoster replies itself.
+func (s *Server) rosterIQ(sess *Session, st *stanza) []byte {
+	s.handleRoster(sess, st)
+	return nil
+}
+
 // handleRoster answers a roster get or set from the owner (RFC 6121 §2).
 func (s *Server) handleRoster(sess *Session, st *stanza) {
 	var q struct {

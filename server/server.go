@@ -60,6 +60,7 @@ type Server struct {
 	leaving    atomic.Bool   // LeaveCluster ran: no more copies
 	epoch      int64         // start time: tells a restarted node from the old one
 	authFail   failLimiter
+	iqs        iqTable // the IQs the server answers itself
 	stats      Stats
 
 	// ctx bounds store calls and lives until Shutdown has drained the
@@ -110,6 +111,7 @@ func New(cfg Config, store storage.Store) (*Server, error) {
 	s.replicas.epochs = make(map[string]int64)
 	s.epoch = mrand.Int64() // not a clock: a restarted node only needs a different one
 	s.repKick = make(chan struct{}, 1)
+	s.iqs = s.iqServices()
 	s.authFail.init(cfg.AuthFailuresBeforeDelay, cfg.AuthFailureWindow)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.loops, s.stopLoops = context.WithCancel(s.ctx)
