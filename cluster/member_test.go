@@ -99,7 +99,7 @@ func TestKeylessLinkInjection(t *testing.T) {
 	}
 	forged := []byte("<message from='ceo@x/office' to='bob@x/r'><body>wire the money</body></message>")
 	injectStanza(t, conn, "bob@x/r", forged) // whatever the status said
-	time.Sleep(300 * time.Millisecond)      // give a delivery the time to happen
+	time.Sleep(300 * time.Millisecond)       // give a delivery the time to happen
 	a.h.mu.Lock()
 	got := a.h.stanzas["bob@x/r"]
 	a.h.mu.Unlock()
@@ -130,7 +130,7 @@ func TestWeakKeysRefused(t *testing.T) {
 	}
 	for _, n := range []int{16, 24, 32} {
 		k := make([]byte, n)
-		rand.Read(k) //nolint:errcheck // never fails
+		rand.Read(k)                        //nolint:errcheck // never fails
 		if err := CheckKey(k); err != nil { // text by chance: 1 in 7 million
 			t.Errorf("random %d-byte key: %v", n, err)
 		}
