@@ -424,7 +424,7 @@ func dialHandshake(conn net.Conn, key []byte, self, peer string) error {
 	switch st[0] {
 	case 0:
 	case statusNotMember:
-		return fmt.Errorf("%w: %s does not count %s among its members (yet)", ErrNotMember, peer, self)
+		return fmt.Errorf("%w: %s does not count %s among its members (yet), or not at this address", ErrNotMember, peer, self)
 	default:
 		return fmt.Errorf("%w: refused by %s", ErrAuth, peer)
 	}

@@ -245,8 +245,7 @@ func TestJoinRaceLinkRetries(t *testing.T) {
 // and links there only (not on 127.0.0.1), dials its links from there, and
 // links with a node on 127.0.0.1.
 func TestBindAddressHonoured(t *testing.T) {
-	b := startNode(t, "n1", nil) // 127.0.0.1
-	a := startNode(t, "n0", func(c *Config) { c.BindAddr = "127.0.0.2" }, b.gossipAddr())
+	a := startNode(t, "n0", func(c *Config) { c.BindAddr = "127.0.0.2" })
 	_, linkPort, _ := net.SplitHostPort(a.ln.Addr().String())
 	gossipHost, gossipPort, _ := net.SplitHostPort(a.gossipAddr())
 	if h, _, _ := net.SplitHostPort(a.ln.Addr().String()); h != "127.0.0.2" || gossipHost != "127.0.0.2" {
@@ -264,7 +263,8 @@ func TestBindAddressHonoured(t *testing.T) {
 		}
 		c.Close()
 	}
-	// n0 dials n1: from 127.0.0.2, the address n1 knows n0 by.
+	// n0 dials n1 (127.0.0.1): from 127.0.0.2, the address n1 knows n0 by.
+	b := startNode(t, "n1", nil, a.gossipAddr())
 	waitConnected(t, []tnode{a, b})
 	b.mu.RLock()
 	remote := b.links["n0"].conn.RemoteAddr().String()
