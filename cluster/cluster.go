@@ -66,8 +66,9 @@ type Cluster struct {
 	meta     NodeMeta // Link filled in by Start
 	metaKick chan struct{}
 
-	memMu   sync.RWMutex
-	members map[string]memberlist.Node // alive members, copied in callbacks
+	memMu      sync.RWMutex
+	members    map[string]memberlist.Node // alive members, copied in callbacks
+	memChanged chan struct{}              // closed and replaced on every change
 
 	mu      sync.RWMutex
 	closing bool
@@ -76,6 +77,9 @@ type Cluster struct {
 	dialers map[string]context.CancelFunc
 	ml      *memberlist.Memberlist
 	ln      net.Listener
+	// dialFrom is the local address links are dialed from: the link
+	// listener's host, unless it listens on all interfaces (nil).
+	dialFrom *net.TCPAddr
 
 	wg     sync.WaitGroup
 	ctx    context.Context
@@ -90,8 +94,9 @@ type Cluster struct {
 	lastReq map[string]time.Time
 
 	// Test hooks.
-	dropDeltas  atomic.Bool   // drop outgoing deltas (simulates loss)
-	repairGrace time.Duration // wait for in-flight deltas before a snapshot request
+	dropDeltas  atomic.Bool            // drop outgoing deltas (simulates loss)
+	hideMember  atomic.Pointer[string] // ignore this member's joins (simulates the join race)
+	repairGrace time.Duration          // wait for in-flight deltas before a snapshot request
 }
 
 // New validates cfg and builds a Cluster. It opens no socket.
@@ -119,6 +124,7 @@ func New(cfg Config, h Handler) (*Cluster, error) {
 		meta:        cfg.Meta,
 		metaKick:    make(chan struct{}, 1),
 		members:     map[string]memberlist.Node{},
+		memChanged:  make(chan struct{}),
 		links:       map[string]*link{},
 		dialers:     map[string]context.CancelFunc{},
 		ctx:         ctx,
@@ -181,7 +187,11 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	c.loadMu.Unlock()
 	if len(c.cfg.SecretKey) == 0 {
-		c.log.Warn().Msg("no secret key: gossip is not encrypted, and node links are plain TCP, neither authenticated nor encrypted")
+		c.log.Warn().Bool("insecure", true).Msg("INSECURE CLUSTER, FOR TESTS ONLY: no secret key: gossip and node links are neither authenticated nor encrypted; anyone who reaches them can join and inject stanzas")
+	}
+	var dialFrom *net.TCPAddr
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok && !ta.IP.IsUnspecified() {
+		dialFrom = &net.TCPAddr{IP: ta.IP}
 	}
 
 	mc := c.cfg.memberlistConfig(&delegate{c: c}, &events{c: c}, &merger{c: c}, c.mlLog)
@@ -191,7 +201,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 		return fmt.Errorf("cluster: create memberlist on %s:%d: %w", c.cfg.BindAddr, c.cfg.BindPort, err)
 	}
 	c.mu.Lock()
-	c.ml, c.ln = ml, ln
+	c.ml, c.ln, c.dialFrom = ml, ln, dialFrom
 	c.mu.Unlock()
 	c.log.Info().Str("gossip", fmt.Sprintf("%s:%d", mc.BindAddr, mc.BindPort)).
 		Str("link", ln.Addr().String()).Msg("cluster listening")

@@ -18,8 +18,9 @@ import (
 const (
 	// DefaultBindPort is memberlist's TCP+UDP gossip port.
 	DefaultBindPort = 7946
-	// DefaultLinkAddr is the node-to-node stanza link listener.
-	DefaultLinkAddr = ":7947"
+	// DefaultLinkPort is the node-to-node stanza link port; the link
+	// listens on the bind address unless LinkAddr names another.
+	DefaultLinkPort = 7947
 	// DefaultLinkQueue is the number of frames a link buffers before Route
 	// returns ErrQueueFull.
 	DefaultLinkQueue = 8192
@@ -35,9 +36,10 @@ type Config struct {
 	// NodeName is the unique member name. Default: os.Hostname().
 	NodeName string
 	// BindAddr and BindPort are memberlist's listen address (TCP and UDP).
-	// Default 0.0.0.0:7946. BindPort -1 is not allowed; use Local with
-	// BindPort 0 in tests to get a free port (0 means "any" only when
-	// Local is set, otherwise 0 means the default 7946).
+	// BindAddr defaults to AdvertiseAddr; with neither New fails: a node
+	// never listens on all interfaces unless told to ("0.0.0.0"). BindPort
+	// defaults to 7946; -1 is not allowed; use Local with BindPort 0 in
+	// tests to get a free port (0 means "any" only when Local is set).
 	BindAddr string
 	BindPort int
 	// AdvertiseAddr and AdvertisePort are what other members use to reach
@@ -45,7 +47,9 @@ type Config struct {
 	AdvertiseAddr string
 	AdvertisePort int
 	// LinkAddr is the node-to-node link listener (host:port, port 0 picks
-	// a free port). Default ":7947".
+	// a free port). An empty host means BindAddr; empty means BindAddr
+	// with port 7947 (port 0 when Local). Links to other nodes are dialed
+	// from this host too, so that the acceptor can check the address.
 	LinkAddr string
 	// Join lists seed addresses (host:port) to join on Start.
 	Join []string
@@ -59,10 +63,16 @@ type Config struct {
 	// the node links: they are TLS 1.3 with an Ed25519 certificate derived
 	// from the key (HKDF-SHA256; the same on every node, pinned by both
 	// sides, nothing to manage), then an HMAC-SHA256 challenge that names
-	// the nodes. Every node needs the same key. Empty: gossip is plain and
-	// links are plain TCP, neither authenticated nor encrypted (a warning
-	// is logged).
+	// the nodes. Every node needs the same key, made of random bytes (make
+	// one with: head -c 32 /dev/urandom | base64); text, such as a typed
+	// password, is refused (ErrWeakKey). Empty is refused (ErrNoKey)
+	// unless Insecure is set.
 	SecretKey []byte
+	// Insecure allows a cluster without SecretKey, for tests only: gossip
+	// is plain and links are plain TCP, neither authenticated nor
+	// encrypted, so anyone who reaches the ports can join the membership
+	// and then link. Start logs a warning. Ignored when SecretKey is set.
+	Insecure bool
 	// Label is memberlist's cluster label; members with another label are
 	// ignored.
 	Label string
@@ -90,9 +100,7 @@ type Config struct {
 // DefaultConfig returns the production defaults.
 func DefaultConfig() Config {
 	return Config{
-		BindAddr:  "0.0.0.0",        // all interfaces
-		BindPort:  DefaultBindPort,  // memberlist standard port
-		LinkAddr:  DefaultLinkAddr,  // stanza links
+		BindPort:  DefaultBindPort,  // memberlist standard port; BindAddr must be set
 		LinkQueue: DefaultLinkQueue, // frames per peer
 	}
 }
@@ -102,8 +110,7 @@ func DefaultConfig() Config {
 func DefaultLocalConfig() Config {
 	return Config{
 		BindAddr:         "127.0.0.1",
-		BindPort:         0,
-		LinkAddr:         "127.0.0.1:0",
+		BindPort:         0, // LinkAddr: the bind address, a free port
 		Local:            true,
 		PushPullInterval: time.Second, // fast digest repair in tests
 		LinkQueue:        DefaultLinkQueue,
@@ -120,14 +127,15 @@ func (c Config) withDefaults() (Config, error) {
 		c.NodeName = h
 	}
 	if c.BindAddr == "" {
-		c.BindAddr = "0.0.0.0"
+		c.BindAddr = c.AdvertiseAddr
+	}
+	if c.BindAddr == "" {
+		return c, errors.New("cluster: no bind address: set BindAddr to the address gossip and links listen on (\"0.0.0.0\" listens on all interfaces)")
 	}
 	if c.BindPort == 0 && !c.Local {
 		c.BindPort = DefaultBindPort
 	}
-	if c.LinkAddr == "" {
-		c.LinkAddr = DefaultLinkAddr
-	}
+	c.LinkAddr = linkAddr(c.LinkAddr, c.BindAddr, c.Local)
 	if c.LinkQueue <= 0 {
 		c.LinkQueue = DefaultLinkQueue
 	}
@@ -140,13 +148,68 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
+// linkAddr fills in the link listener address: an empty host is the bind
+// address, an empty address also gets the default port (0 when local).
+func linkAddr(link, bind string, local bool) string {
+	if link == "" {
+		port := DefaultLinkPort
+		if local {
+			port = 0
+		}
+		return net.JoinHostPort(bind, strconv.Itoa(port))
+	}
+	host, port, err := net.SplitHostPort(link)
+	if err != nil || host != "" {
+		return link // Validate reports a malformed one
+	}
+	return net.JoinHostPort(bind, port)
+}
+
+// keyHelp says how to make a key; every key error ends with it.
+const keyHelp = "make one with: head -c 32 /dev/urandom | base64 (the same on every node)"
+
+// CheckKey reports whether key can be a cluster key: 16, 24 or 32 bytes
+// (AES-128/192/256 for gossip) that look random. Text, as a typed password
+// or a hex or base64 string whose decoding was forgotten, is refused: every
+// byte printable ASCII happens to a random 16-byte key once in 7 million,
+// to a 32-byte key practically never. So are keys with few distinct bytes.
+func CheckKey(key []byte) error {
+	switch len(key) {
+	case 16, 24, 32:
+	default:
+		return fmt.Errorf("cluster: secret key is %d bytes; use 16, 24 or 32 random bytes; %s", len(key), keyHelp)
+	}
+	text := true
+	var seen [256]bool
+	distinct := 0
+	for _, b := range key {
+		if b < 0x20 || b > 0x7e {
+			text = false
+		}
+		if !seen[b] {
+			seen[b] = true
+			distinct++
+		}
+	}
+	switch {
+	case text:
+		return fmt.Errorf("%w: all %d bytes are printable text, as a password or an encoded string would be; %s", ErrWeakKey, len(key), keyHelp)
+	case distinct < len(key)/2:
+		return fmt.Errorf("%w: only %d distinct byte values in %d bytes; %s", ErrWeakKey, distinct, len(key), keyHelp)
+	}
+	return nil
+}
+
 // Validate reports every problem in c (after defaults) at once.
 func (c Config) Validate() error {
 	var errs []error
-	switch len(c.SecretKey) {
-	case 0, 16, 24, 32:
-	default:
-		errs = append(errs, fmt.Errorf("cluster: secret key is %d bytes; use 16, 24 or 32", len(c.SecretKey)))
+	switch {
+	case len(c.SecretKey) > 0:
+		if err := CheckKey(c.SecretKey); err != nil {
+			errs = append(errs, err)
+		}
+	case !c.Insecure:
+		errs = append(errs, fmt.Errorf("%w: without one anyone who reaches the gossip or link port can join and inject stanzas with any sender; %s (Insecure runs without a key, for tests only)", ErrNoKey, keyHelp))
 	}
 	if c.BindPort < 0 || c.BindPort > 65535 {
 		errs = append(errs, fmt.Errorf("cluster: bind port %d out of range", c.BindPort))

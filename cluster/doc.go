@@ -23,7 +23,15 @@
 //     is TLS 1.3 (encrypted) with an Ed25519 certificate derived from the
 //     key and pinned by both sides, so a node with another key cannot
 //     connect; inside it, an HMAC-SHA256 challenge over both names and
-//     nonces names the peer. Without a key links are plain TCP. Frames are
+//     nonces names the peer. The acceptor then admits only a current
+//     memberlist member, linking from that member's address (it waits up
+//     to memberGrace for a member that is still joining; the dialer
+//     retries otherwise), so neither a key holder that never joined nor a
+//     node that left or was removed gets a link. A key is required (New
+//     refuses none, and text that cannot be random); Insecure, for tests
+//     only, allows none: gossip and links are then plain. Gossip and the
+//     link listen on the configured address, never on all interfaces
+//     unless told to, and links are dialed from it. Frames are
 //     length-prefixed with a type byte; one writer goroutine per link with
 //     a bounded queue.
 //

@@ -21,4 +21,14 @@ var (
 	// HMAC challenge or the TLS certificate check (another secret key), or
 	// when one side has a secret key and the other has none.
 	ErrAuth = errors.New("cluster: link authentication failed")
+	// ErrNotMember is returned by the link handshake when the acceptor does
+	// not count the dialer among the current members (not joined yet, left,
+	// removed) or the link comes from another address than the member's.
+	// A dial loop retries: in the join race memberlist soon has the member.
+	ErrNotMember = errors.New("cluster: link refused: peer is not a current member")
+	// ErrNoKey is returned by New for a configuration without a secret key
+	// that does not set Insecure.
+	ErrNoKey = errors.New("cluster: no secret key")
+	// ErrWeakKey is returned by New for a secret key that cannot be random.
+	ErrWeakKey = errors.New("cluster: secret key is not random")
 )

@@ -47,6 +47,11 @@ func (e *events) NotifyUpdate(n *memberlist.Node) {
 func (c *Cluster) setMember(n memberlist.Node, alive bool) {
 	c.memMu.Lock()
 	defer c.memMu.Unlock()
+	if h := c.hideMember.Load(); h != nil && *h == n.Name && alive {
+		return // test hook: this node has not heard of n yet
+	}
+	close(c.memChanged) // wake admit calls waiting for a member
+	c.memChanged = make(chan struct{})
 	if alive {
 		c.members[n.Name] = n
 	} else {
@@ -59,6 +64,15 @@ func (c *Cluster) member(name string) (memberlist.Node, bool) {
 	defer c.memMu.RUnlock()
 	n, ok := c.members[name]
 	return n, ok
+}
+
+// memberOrWait returns member name, or a channel closed at the next
+// membership change.
+func (c *Cluster) memberOrWait(name string) (memberlist.Node, bool, <-chan struct{}) {
+	c.memMu.RLock()
+	defer c.memMu.RUnlock()
+	n, ok := c.members[name]
+	return n, ok, c.memChanged
 }
 
 func (c *Cluster) memberList() []memberlist.Node {

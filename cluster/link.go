@@ -301,7 +301,10 @@ func readFrame(r *bufio.Reader) (frameType, []byte, error) {
 //	dialer   -> magic, name, nonceD
 //	acceptor -> magic, name, nonceA, hasKey, [HMAC(key, "acceptor"|nonceD|nonceA|nameD|nameA)]
 //	dialer   -> hasKey, [HMAC(key, "dialer"|nonceA|nonceD|nameD|nameA)]
-//	acceptor -> status (0 accepted, 1 refused)
+//	acceptor -> status (0 accepted, 1 refused: proof, 2 refused: not a member)
+//
+// Status 2 comes only after a valid proof: the acceptor tells a key holder
+// that it does not count it among the members (yet); the dialer retries.
 
 func linkMAC(key []byte, role string, n1, n2 []byte, dialer, acceptor string) []byte {
 	m := hmac.New(sha256.New, key)
@@ -418,14 +421,27 @@ func dialHandshake(conn net.Conn, key []byte, self, peer string) error {
 	if _, err := io.ReadFull(conn, st[:]); err != nil {
 		return fmt.Errorf("%w: refused by %s (%v)", ErrAuth, peer, err)
 	}
-	if st[0] != 0 {
+	switch st[0] {
+	case 0:
+	case statusNotMember:
+		return fmt.Errorf("%w: %s does not count %s among its members (yet), or not at this address", ErrNotMember, peer, self)
+	default:
 		return fmt.Errorf("%w: refused by %s", ErrAuth, peer)
 	}
 	return conn.SetDeadline(time.Time{})
 }
 
+// Handshake status bytes.
+const (
+	statusAccepted  = 0
+	statusRefused   = 1
+	statusNotMember = 2
+)
+
 // acceptHandshake runs the acceptor side and returns the dialer's name.
-func acceptHandshake(conn net.Conn, key []byte, self string) (string, error) {
+// admit, called once the dialer proved the key, refuses a dialer that is
+// not a current member (nil admits everyone: handshake tests).
+func acceptHandshake(conn net.Conn, key []byte, self string, admit func(peer string) error) (string, error) {
 	if err := conn.SetDeadline(time.Now().Add(handshakeTimeout)); err != nil {
 		return "", err
 	}
@@ -453,10 +469,16 @@ func acceptHandshake(conn net.Conn, key []byte, self string) (string, error) {
 		return peer, err
 	}
 	if err := checkProof(key, got, macOrNil(key, "dialer", na, nd, peer, self)); err != nil {
-		_, werr := conn.Write([]byte{1})
+		_, werr := conn.Write([]byte{statusRefused})
 		return peer, errors.Join(err, werr)
 	}
-	if _, err := conn.Write([]byte{0}); err != nil {
+	if admit != nil {
+		if err := admit(peer); err != nil {
+			_, werr := conn.Write([]byte{statusNotMember})
+			return peer, errors.Join(err, werr)
+		}
+	}
+	if _, err := conn.Write([]byte{statusAccepted}); err != nil {
 		return peer, fmt.Errorf("write status: %w", err)
 	}
 	return peer, conn.SetDeadline(time.Time{})

@@ -9,6 +9,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 const (
@@ -44,7 +46,8 @@ func (c *Cluster) acceptLoop() {
 
 func (c *Cluster) serveInbound(conn net.Conn) {
 	stop := context.AfterFunc(c.ctx, func() { _ = conn.Close() }) // unblock the handshake on shutdown
-	lc, peer, err := acceptLink(c.ctx, conn, c.linkTLS, c.cfg.SecretKey, c.cfg.NodeName)
+	admit := func(peer string) error { return c.admit(c.ctx, peer, conn.RemoteAddr()) }
+	lc, peer, err := acceptLink(c.ctx, conn, c.linkTLS, c.cfg.SecretKey, c.cfg.NodeName, admit)
 	stop()
 	if err != nil {
 		c.log.Warn().Err(err).Str("peer", peer).Str("remote", conn.RemoteAddr().String()).Msg("link refused")
@@ -52,6 +55,55 @@ func (c *Cluster) serveInbound(conn net.Conn) {
 		return
 	}
 	c.runLink(c.ctx, peer, lc)
+}
+
+// memberGrace is how long an inbound link from a node that proved the key
+// waits for memberlist to report it as a member (the join race: the dialer
+// learnt of us a moment before we learnt of it). Past it the dialer is
+// refused with ErrNotMember and retries with backoff. It must leave the
+// dialer time to read the answer within handshakeTimeout.
+const memberGrace = 2 * time.Second
+
+// admit accepts an inbound link from peer only if peer is a current member
+// and the link comes from its address: the member's gossip address or the
+// host of the link address it advertises. A removed or departed node, or a
+// key holder that never joined, is refused.
+func (c *Cluster) admit(ctx context.Context, peer string, remote net.Addr) error {
+	t := time.NewTimer(memberGrace)
+	defer t.Stop()
+	for {
+		m, ok, changed := c.memberOrWait(peer)
+		if ok {
+			return checkMemberAddr(m, remote)
+		}
+		select {
+		case <-changed:
+		case <-t.C:
+			return fmt.Errorf("%w: %s is not in the membership after %v", ErrNotMember, peer, memberGrace)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// checkMemberAddr reports whether remote (a link's source) is an address
+// of member m.
+func checkMemberAddr(m memberlist.Node, remote net.Addr) error {
+	ta, ok := remote.(*net.TCPAddr)
+	if !ok {
+		return fmt.Errorf("%w: link from %v, not TCP", ErrNotMember, remote)
+	}
+	if ta.IP.Equal(m.Addr) {
+		return nil
+	}
+	if meta, _, _, err := decodeMeta(m.Meta); err == nil {
+		if host, _, err := net.SplitHostPort(meta.Link); err == nil {
+			if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() && ip.Equal(ta.IP) {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%w: link named %s comes from %s, the member is at %s", ErrNotMember, m.Name, ta.IP, m.Addr)
 }
 
 // ensureDialer starts the dial loop to peer (we dial peers whose name is
@@ -129,7 +181,7 @@ func (c *Cluster) dialOnce(ctx context.Context, peer string, backoff *time.Durat
 	if err != nil {
 		return err
 	}
-	d := net.Dialer{Timeout: handshakeTimeout}
+	d := net.Dialer{Timeout: handshakeTimeout, LocalAddr: c.dialFrom} // from our address, which the peer checks
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", addr, err)

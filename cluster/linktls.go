@@ -158,8 +158,9 @@ func dialLink(ctx context.Context, conn net.Conn, lt *linkTLS, key []byte, self,
 }
 
 // acceptLink is dialLink's acceptor side; it also returns the dialer's name
-// (empty if the handshake failed before it was known).
-func acceptLink(ctx context.Context, conn net.Conn, lt *linkTLS, key []byte, self string) (net.Conn, string, error) {
+// (empty if the handshake failed before it was known). admit refuses a
+// dialer that proved the key but is not a current member.
+func acceptLink(ctx context.Context, conn net.Conn, lt *linkTLS, key []byte, self string, admit func(peer string) error) (net.Conn, string, error) {
 	if lt != nil {
 		tc := tls.Server(conn, lt.server)
 		hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
@@ -170,7 +171,7 @@ func acceptLink(ctx context.Context, conn net.Conn, lt *linkTLS, key []byte, sel
 		}
 		conn = tlsConn{tc}
 	}
-	peer, err := acceptHandshake(conn, key, self)
+	peer, err := acceptHandshake(conn, key, self, admit)
 	if err != nil {
 		return nil, peer, err
 	}

@@ -84,7 +84,7 @@ func linkHandshake(tb testing.TB, ln net.Listener, dialKey, accKey []byte, dialL
 			ach <- accepted{nil, err}
 			return
 		}
-		c, _, err := acceptLink(context.Background(), raw, accLT, accKey, "acc")
+		c, _, err := acceptLink(context.Background(), raw, accLT, accKey, "acc", nil)
 		if err != nil {
 			_ = raw.Close()
 		}
@@ -313,7 +313,7 @@ func (r *relay) captured() (up, down []byte) {
 // and the captured bytes.
 func relayedPair(t *testing.T, key []byte) (secrets []string, up, down []byte) {
 	r := startRelay(t)
-	setKey := func(c *Config) { c.SecretKey = key }
+	setKey := func(c *Config) { c.SecretKey, c.Insecure = key, key == nil } // keyless: the plain-text control
 	a := startNode(t, "n0", setKey)
 	start := time.Now()
 	// n0 < n1: n0 dials the link address n1 advertises, the relay's.

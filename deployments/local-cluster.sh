@@ -19,6 +19,8 @@ trap cleanup EXIT INT TERM
 bin/pgtmp -dir "$dir/pg" > "$dir/pg.dsn" 2> "$dir/pg.log" & pids+=($!)
 for _ in $(seq 1 100); do [ -s "$dir/pg.dsn" ] && break; sleep 0.1; done
 dsn=$(cat "$dir/pg.dsn")
+# A cluster does not start without a key (the same on every node); every
+# node listens for gossip and links on its own address only.
 key=$(head -c 32 /dev/urandom | base64)
 
 for i in 1 2 3; do
@@ -32,7 +34,6 @@ components:
   - {jid: collector.localhost, secret: collector-secret, multiple_connections: true, receive_presence: true}
 cluster:
   bind: "127.0.0.$i:7946"
-  link: "127.0.0.$i:7947"
   join: ["127.0.0.1:7946"]
   key: "$key"
 YAML

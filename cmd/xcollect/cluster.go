@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
 	"runtime"
@@ -90,8 +91,17 @@ func clusterConfig(f config.File, log zerolog.Logger) (cluster.Config, error) {
 	c.Logger = log
 	c.Join = f.Cluster.Join
 	c.JoinDNS = f.Cluster.JoinDNS
-	if f.Cluster.Link != "" {
-		c.LinkAddr = f.Cluster.Link
+	// Gossip and links listen on cluster.bind, else on the advertised
+	// host; the link on its own port unless cluster.link names a host
+	// (cluster.LinkAddr fills in an empty host).
+	c.LinkAddr = f.Cluster.Link
+	if f.Cluster.Advertise != "" {
+		host, port, err := splitHostPort(f.Cluster.Advertise)
+		if err != nil {
+			return c, fmt.Errorf("cluster.advertise: %w", err)
+		}
+		c.AdvertiseAddr, c.AdvertisePort = host, port
+		c.BindAddr = host
 	}
 	if f.Cluster.Bind != "" {
 		host, port, err := splitHostPort(f.Cluster.Bind)
@@ -100,13 +110,15 @@ func clusterConfig(f config.File, log zerolog.Logger) (cluster.Config, error) {
 		}
 		c.BindAddr, c.BindPort = host, port
 	}
-	if f.Cluster.Advertise != "" {
-		host, port, err := splitHostPort(f.Cluster.Advertise)
-		if err != nil {
-			return c, fmt.Errorf("cluster.advertise: %w", err)
-		}
-		c.AdvertiseAddr, c.AdvertisePort = host, port
+	if c.BindAddr == "" {
+		return c, errors.New("cluster.bind: not set: set the address this node's gossip and links listen on, e.g. 10.0.0.1:7946 (0.0.0.0:7946 listens on all interfaces)")
 	}
+	if c.LinkAddr == "" {
+		c.LinkAddr = net.JoinHostPort(c.BindAddr, strconv.Itoa(cluster.DefaultLinkPort))
+	} else if host, port, err := net.SplitHostPort(c.LinkAddr); err == nil && host == "" {
+		c.LinkAddr = net.JoinHostPort(c.BindAddr, port)
+	}
+	c.Insecure = f.Cluster.Insecure
 	if f.Cluster.Key != "" {
 		key, err := base64.StdEncoding.DecodeString(f.Cluster.Key)
 		if err != nil {
@@ -128,8 +140,12 @@ func clusterConfig(f config.File, log zerolog.Logger) (cluster.Config, error) {
 		}
 		return net.JoinHostPort(host, port)
 	}
+	link := c.LinkAddr // a link on its own host is reached there, unless an advertise address says otherwise
+	if lh, _, err := net.SplitHostPort(link); err != nil || c.AdvertiseAddr != "" || lh == "" || net.ParseIP(lh).IsUnspecified() {
+		link = addr(link)
+	}
 	c.Meta = cluster.NodeMeta{Name: f.Node.Name, C2S: addr(*f.Listeners.C2S), C2STLS: addr(*f.Listeners.C2STLS),
-		Component: addr(*f.Listeners.Component), Link: addr(c.LinkAddr), HTTP: addr(*f.Listeners.HTTP)}
+		Component: addr(*f.Listeners.Component), Link: link, HTTP: addr(*f.Listeners.HTTP)}
 	return c, c.Validate()
 }
 

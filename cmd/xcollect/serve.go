@@ -63,6 +63,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := ccfg.Validate(); err != nil {
 		return err
 	}
+	var clcfg cluster.Config
+	if f.Cluster.Enabled() {
+		if clcfg, err = clusterConfig(f, log); err != nil { // key strength and addresses, also for --check-config
+			return err
+		}
+	}
 	if *check {
 		fmt.Fprintln(stdout, "configuration ok")
 		return nil
@@ -75,10 +81,6 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var cl *cluster.Cluster
 	adapter := &clusterAdapter{}
 	if f.Cluster.Enabled() {
-		clcfg, err := clusterConfig(f, log)
-		if err != nil {
-			return err
-		}
 		if cl, err = cluster.New(clcfg, adapter); err != nil {
 			return err
 		}

@@ -83,7 +83,7 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	return w.n.log.Write(p)
 }
 
-const key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // 32 bytes, base64
+const key = "cDttAGEVhiqnLNYkfldwicuZS5MOjNhHf4yCNXHiCLc=" // 32 random bytes, base64 (a node refuses text)
 
 func startCluster(t *testing.T, dsn string, margin string) []*node {
 	t.Helper()

@@ -7,6 +7,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -105,13 +106,18 @@ type Component struct {
 }
 
 // Cluster configures memberlist and node links. Empty join: single node.
+// A cluster needs a key and an address: nothing listens on all interfaces
+// unless told to (bind 0.0.0.0:7946).
 type Cluster struct {
-	Bind      string   `yaml:"bind"`      // memberlist address; default 0.0.0.0:7946
+	Bind      string   `yaml:"bind"`      // gossip address host:port (port default 7946); default the advertise address; required
 	Advertise string   `yaml:"advertise"` // address others reach; default the bind address
-	Link      string   `yaml:"link"`      // node-to-node stanza links; default :7947
+	Link      string   `yaml:"link"`      // node-to-node stanza links; default the bind host, port 7947; ":port" = the bind host
 	Join      []string `yaml:"join"`      // seed addresses host:port
 	JoinDNS   string   `yaml:"join_dns"`  // DNS name resolving to seeds
-	Key       string   `yaml:"key"`       // base64 16/24/32-byte gossip and link key; or XCOLLECT_CLUSTER_KEY
+	Key       string   `yaml:"key"`       // base64 of 16/24/32 random bytes, gossip and link key; or XCOLLECT_CLUSTER_KEY; required
+	// Insecure runs a cluster without a key, for tests only: gossip and
+	// links are neither authenticated nor encrypted. Default false.
+	Insecure bool `yaml:"insecure"`
 	// QueueLease is how long a node's claim on a sender's partition of a
 	// component queue lasts without renewal: the partitions of a node that
 	// died move to another node's processors after at most this. Default 30s.
@@ -249,6 +255,9 @@ func (f File) Validate() error {
 	if f.Cluster.Enabled() && f.Storage.Postgres.DSN == "" {
 		add("storage: cluster.join is set but the embedded store runs a single node; set storage.postgres.dsn (or XCOLLECT_POSTGRES_DSN)")
 	}
+	if f.Cluster.Enabled() {
+		errs = append(errs, f.Cluster.validate()...)
+	}
 	if f.Cluster.QueueLease < 2*time.Second {
 		add("cluster.queue_lease: %v: must be at least 2s (leases are renewed every third of it)", f.Cluster.QueueLease)
 	}
@@ -256,4 +265,25 @@ func (f File) Validate() error {
 		add("limits.max_stanza_bytes: %d: must be at least 4096", f.Limits.MaxStanzaBytes)
 	}
 	return errors.Join(errs...)
+}
+
+// validate checks a configured cluster's key and addresses; the key's
+// length and randomness are checked where it is used (cluster.CheckKey,
+// run by serve and serve --check-config).
+func (c Cluster) validate() []error {
+	var errs []error
+	switch {
+	case c.Key != "":
+		if _, err := base64.StdEncoding.DecodeString(c.Key); err != nil {
+			errs = append(errs, fmt.Errorf("cluster.key: not base64: %w (make one with: head -c 32 /dev/urandom | base64)", err))
+		}
+	case !c.Insecure:
+		errs = append(errs, errors.New("cluster.key: empty: without a key anyone who reaches the gossip or link port can join the cluster and inject stanzas with any sender; "+
+			"make one with: head -c 32 /dev/urandom | base64, and set the same on every node (cluster.key or XCOLLECT_CLUSTER_KEY); "+
+			"cluster.insecure: true runs without one, for tests only"))
+	}
+	if c.Bind == "" && c.Advertise == "" {
+		errs = append(errs, errors.New("cluster.bind: not set: set the address this node's gossip and links listen on, e.g. 10.0.0.1:7946 (0.0.0.0:7946 listens on all interfaces)"))
+	}
+	return errs
 }
