@@ -2,7 +2,9 @@ package interop_test
 
 import (
 	"bytes"
+	"fmt"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -49,19 +51,49 @@ func TestOwnPresenceReflected(t *testing.T) {
 	}
 }
 
-// TestSlixmppGetsOwnPresence: a slixmpp client that sends its presence
-// sees it come back from the server (it is a contact of itself).
-func TestSlixmppGetsOwnPresence(t *testing.T) {
-	needSlixmpp(t)
-	n := startNode(t, options{users: users()})
-	p := startProc(t, "", nil, systemPython, filepath.Join("testdata", "slixmpp_logins.py"),
-		"127.0.0.1", n.port(), domain, "alice", alicePass, "2", "0")
-	p.wait()
-	for _, res := range []string{"slix0", "slix1"} {
-		p.await(res+" online", is("event", "online", "jid", "alice@"+domain+"/"+res))
-		p.await(res+" own presence", is("event", "self_presence", "jid", "alice@"+domain+"/"+res))
+// loginScript is a third-party client library run by a script that logs
+// in N sessions of one account (see testdata/slixmpp_logins.py).
+type loginScript struct {
+	name   string
+	need   func(*testing.T)
+	prefix string // resource prefix the script uses
+	start  func(t *testing.T, host, port, user, pass string, n int, gap string) *proc
+}
+
+func loginScripts() []loginScript {
+	python := func(script string) func(t *testing.T, host, port, user, pass string, n int, gap string) *proc {
+		return func(t *testing.T, host, port, user, pass string, n int, gap string) *proc {
+			return startProc(t, "", nil, systemPython, filepath.Join("testdata", script), host, port, domain, user, pass, strconv.Itoa(n), gap)
+		}
 	}
-	p.await("done", is("event", "done"))
+	return []loginScript{
+		{"slixmpp", needSlixmpp, "slix", python("slixmpp_logins.py")},
+		{"aioxmpp", needAioxmpp, "aio", python("aioxmpp_logins.py")},
+		{"xmpp.js", func(t *testing.T) { needNodePackages(t, "@xmpp/client") }, "node",
+			func(t *testing.T, host, port, user, pass string, n int, gap string) *proc {
+				return startProc(t, "node", []string{"NODE_TLS_REJECT_UNAUTHORIZED=0"}, "node", "logins.js", host, port, domain, user, pass, strconv.Itoa(n), gap)
+			}},
+	}
+}
+
+// TestClientsGetOwnPresence: slixmpp, aioxmpp and @xmpp/client sessions
+// that send their presence see it come back from the server (a user is
+// subscribed to itself), the first alone, the second next to it.
+func TestClientsGetOwnPresence(t *testing.T) {
+	for _, ls := range loginScripts() {
+		t.Run(ls.name, func(t *testing.T) {
+			ls.need(t)
+			n := startNode(t, options{users: users()})
+			p := ls.start(t, "127.0.0.1", n.port(), "alice", alicePass, 2, "0")
+			p.wait()
+			for k := range 2 {
+				full := fmt.Sprintf("alice@%s/%s%d", domain, ls.prefix, k)
+				p.await(full+" online", is("event", "online", "jid", full))
+				p.await(full+" own presence", is("event", "self_presence", "jid", full))
+			}
+			p.await("done", is("event", "done"))
+		})
+	}
 }
 
 // TestBareJIDKeepsTo: a message to a bare JID reaches the user's resource
