@@ -592,10 +592,13 @@ func leastLoaded(nodes []Node, skip string) (Node, bool) {
 func (c *Cluster) LeastLoaded() (Node, bool) { return leastLoaded(c.Nodes(), "") }
 
 // ShouldSteer reports whether a new stream should be sent elsewhere: this
-// node's sessions exceed the cluster average by more than margin (0.2 =
-// 20 %) and a node with a lower score and fewer sessions exists. It returns
-// that node.
-func (c *Cluster) ShouldSteer(margin float64) (Node, bool) {
+// node has at least s.MinSessions sessions, they exceed the cluster
+// average by more than s.Margin (0.2 = 20 %), and a node with a lower
+// score and fewer sessions exists. It returns that node.
+func (c *Cluster) ShouldSteer(s Steering) (Node, bool) {
+	if s.MinSessions <= 0 {
+		s.MinSessions = DefaultSteerMinSessions
+	}
 	nodes := c.Nodes()
 	if len(nodes) < 2 {
 		return Node{}, false
@@ -608,8 +611,11 @@ func (c *Cluster) ShouldSteer(margin float64) (Node, bool) {
 			self = n
 		}
 	}
+	if self.Load.Sessions < s.MinSessions {
+		return Node{}, false
+	}
 	avg := float64(total) / float64(len(nodes))
-	if float64(self.Load.Sessions) <= avg*(1+margin) {
+	if float64(self.Load.Sessions) <= avg*(1+s.Margin) {
 		return Node{}, false
 	}
 	t, ok := leastLoaded(nodes, c.cfg.NodeName)

@@ -383,14 +383,23 @@ func TestLoadSteering(t *testing.T) {
 			t.Fatalf("%s: LeastLoaded = %+v %v", n.Name(), ll, ok)
 		}
 	}
-	if tgt, ok := ns[0].ShouldSteer(0.2); !ok || tgt.Name != "n1" {
+	above := Steering{Margin: 0.2, MinSessions: 500}
+	if tgt, ok := ns[0].ShouldSteer(above); !ok || tgt.Name != "n1" {
 		t.Fatalf("ShouldSteer on overloaded node = %+v %v", tgt, ok)
 	}
-	if _, ok := ns[1].ShouldSteer(0.2); ok {
+	if _, ok := ns[1].ShouldSteer(above); ok {
 		t.Fatal("lightest node steers")
 	}
-	if _, ok := ns[2].ShouldSteer(0.2); ok {
+	if _, ok := ns[2].ShouldSteer(above); ok {
 		t.Fatal("node under average steers")
+	}
+	// Below the absolute floor nothing is steered, however uneven.
+	if tgt, ok := ns[0].ShouldSteer(Steering{Margin: 0.2, MinSessions: 901}); ok {
+		t.Fatalf("node below the floor steers to %+v", tgt)
+	}
+	// The default floor (thousands of sessions) keeps a light cluster still.
+	if tgt, ok := ns[0].ShouldSteer(Steering{Margin: 0.2}); ok {
+		t.Fatalf("node with 900 sessions steers to %+v under the default floor", tgt)
 	}
 }
 

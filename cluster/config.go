@@ -30,6 +30,23 @@ const (
 	resolveTimeout = 5 * time.Second
 )
 
+// DefaultSteerMinSessions is the default load floor for steering: a node
+// with fewer bound client sessions never sends a new client elsewhere.
+// Most XMPP client libraries do not follow <see-other-host/>, so steering
+// is for real overload only, not for evening out a lightly used cluster.
+const DefaultSteerMinSessions = 5000
+
+// Steering says when a node sends new streams to a lighter node.
+type Steering struct {
+	// Margin: steer when this node's sessions exceed the cluster average
+	// by more than Margin (0.25 = 25 %).
+	Margin float64
+	// MinSessions: never steer while this node has fewer bound sessions
+	// than this (an absolute floor on top of Margin). 0 means
+	// DefaultSteerMinSessions; tests set a small value.
+	MinSessions int
+}
+
 // Config configures a Cluster. The zero value of every field means its
 // default; New never modifies the caller's struct.
 type Config struct {

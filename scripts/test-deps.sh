@@ -2,7 +2,8 @@
 # test-deps.sh installs what the tests need on a fresh Debian 12 machine and
 # does nothing for what is already there. Run as root, or it uses sudo.
 #
-#   Debian packages: python3-slixmpp, go-sendxmpp, postgresql-15, iproute2,
+#   Debian packages: python3-slixmpp, python3-aioxmpp, go-sendxmpp,
+#                    postgresql-15, iproute2,
 #                    nodejs + npm (only when `node` is missing)
 #   npm packages:    @xmpp/client, @xmpp/component in internal/interop/node
 #                    (npm ci from the committed package-lock.json)
@@ -27,6 +28,9 @@ missing=()
 # slixmpp: always the system Python; a pyenv python3 on PATH lacks it.
 if ! /usr/bin/python3 -c 'import slixmpp' >/dev/null 2>&1; then
 	missing+=(python3-slixmpp)
+fi
+if ! /usr/bin/python3 -c 'import aioxmpp' >/dev/null 2>&1; then
+	missing+=(python3-aioxmpp)
 fi
 command -v go-sendxmpp >/dev/null 2>&1 || missing+=(go-sendxmpp)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"hash/fnv"
 	"time"
 )
 
@@ -9,6 +10,11 @@ import (
 // removes them once they are in the session's queue. With XEP-0198 they
 // stay protected: a session that ends with them unacked puts them back.
 func (s *Server) deliverOffline(ctx context.Context, sess *Session) {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(sess.bare))
+	mu := &s.offlineMu[h.Sum32()%uint32(len(s.offlineMu))]
+	mu.Lock()
+	defer mu.Unlock()
 	msgs, err := s.store.Offline().FetchOffline(ctx, sess.bare, time.Now().Add(-s.cfg.OfflineExpiry))
 	if err != nil {
 		s.log.Warn().Err(err).Str("jid", sess.bare).Msg("fetch offline messages")

@@ -91,7 +91,7 @@ func (s *Server) presenceBroadcast(sess *Session, st *stanza, done func()) {
 }
 
 // broadcast sends a user's presence (stamped from the full JID) to the
-// contacts subscribed to it, the user's other resources, and the components
+// contacts subscribed to it, the user's available resources, and the components
 // that receive presence of the domain. done runs when the component copies
 // are durable.
 func (s *Server) broadcast(from jid.JID, raw []byte, done func()) {
@@ -109,8 +109,11 @@ func (s *Server) broadcast(from jid.JID, raw []byte, done func()) {
 			}
 		}
 	}
+	// Every available resource of the user, the sender included: a user is
+	// subscribed to its own presence (RFC 6121 §4.2.2, §4.4.2) and clients
+	// wait for their own presence to come back.
 	for _, r := range s.resourcesOf(bare) {
-		if r.full != from.String() && r.available {
+		if r.available {
 			s.sendTo(r, wire.Stamp(raw, from.String(), r.full))
 		}
 	}

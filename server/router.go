@@ -58,7 +58,10 @@ func (s *Server) handleFromClient(sess *Session, el *wire.Element, done func()) 
 	switch st.name {
 	case "message":
 		if !st.hasTo() {
+			// RFC 6120 §10.3: handled as addressed to the account's bare
+			// JID, and delivered saying so.
 			st.to = sess.jid.Bare()
+			st.raw = wire.Stamp(el.Raw, sess.full, st.to.String())
 		}
 		s.route(st, done)
 	case "presence":
@@ -272,7 +275,10 @@ func (s *Server) deliverToUser(st *stanza, done func()) {
 			}
 		}
 	}
-	s.deliverAll(targets, func(r resource) []byte { return wire.Stamp(st.raw, st.from.String(), r.full) }, done, func(done func()) {
+	// The stanza keeps the 'to' its sender wrote (the bare JID, or a full
+	// JID that is not bound): the receiving client learns how it was
+	// addressed, as with Prosody and ejabberd.
+	s.deliverAll(targets, func(resource) []byte { return st.raw }, done, func(done func()) {
 		if st.typ == "headline" {
 			done() // headlines are not stored (RFC 6121 §8.5.2.1.1)
 			return

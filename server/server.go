@@ -62,6 +62,10 @@ type Server struct {
 	authFail   failLimiter
 	iqs        iqTable // the IQs the server answers itself
 	stats      Stats
+	// offlineMu serialises offline delivery per account (striped by bare
+	// JID): two sessions logging in at once must not both fetch the same
+	// messages before the first one deleted them.
+	offlineMu [32]sync.Mutex
 
 	// ctx bounds store calls and lives until Shutdown has drained the
 	// sessions (so their unacked stanzas still reach offline storage);

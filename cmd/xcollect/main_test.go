@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"xcollect.dev/xcollect/cluster"
+	"xcollect.dev/xcollect/internal/config"
 )
 
 func runCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
@@ -110,5 +113,18 @@ func TestConfigErrorsReachTheUser(t *testing.T) {
 	}
 	if _, e, code := runCLI(t, "", "frobnicate"); code != 2 || !strings.Contains(e, "unknown command") {
 		t.Fatalf("unknown command: %d %s", code, e)
+	}
+}
+
+// TestSteeringDefaultsAgree: the config file's default steering floor is
+// the cluster package's (internal/config imports no xcollect package, so
+// the number is written twice).
+func TestSteeringDefaultsAgree(t *testing.T) {
+	f, err := config.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Cluster.Steering.MinSessions != cluster.DefaultSteerMinSessions {
+		t.Fatalf("cluster.steering.min_sessions defaults to %d, cluster.DefaultSteerMinSessions is %d", f.Cluster.Steering.MinSessions, cluster.DefaultSteerMinSessions)
 	}
 }

@@ -85,9 +85,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		adapter.c = cl
-		margin := f.Cluster.Steering.Margin
+		steer := cluster.Steering{Margin: f.Cluster.Steering.Margin, MinSessions: f.Cluster.Steering.MinSessions}
 		scfg.Steer = func() (string, bool) {
-			n, ok := cl.ShouldSteer(margin)
+			n, ok := cl.ShouldSteer(steer)
 			if !ok || n.C2S == "" {
 				return "", false
 			}
@@ -95,7 +95,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		if f.Cluster.Steering.Components {
 			ccfg.Steer = func() (string, bool) {
-				n, ok := cl.ShouldSteer(margin)
+				n, ok := cl.ShouldSteer(steer)
 				if !ok || n.Component == "" {
 					return "", false
 				}

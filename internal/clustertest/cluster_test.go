@@ -94,8 +94,9 @@ func startCluster(t *testing.T, dsn string, margin string) []*node {
 // netns[i] (ip netns exec).
 // clusterOpts change every node's configuration file.
 type clusterOpts struct {
-	extra string        // appended at the top level
-	lease time.Duration // cluster.queue_lease (0: the default)
+	extra       string        // appended at the top level
+	lease       time.Duration // cluster.queue_lease (0: the default)
+	minSessions int           // cluster.steering.min_sessions (0: the default)
 }
 
 func startClusterOn(t *testing.T, dsn, margin string, hosts, netns []string, opts clusterOpts) []*node {
@@ -132,10 +133,10 @@ cluster:
   link: "%s"
   join: ["%s"]
   key: "%s"
-  steering: {margin: %s}
   queue_lease: %v
 %s
-`, n.name, dir, n.c2s, n.comp, n.http, dsn, n.gossip, n.link, nodes[0].gossip, key, margin, cmp.Or(opts.lease, 30*time.Second), opts.extra)
+%s
+`, n.name, dir, n.c2s, n.comp, n.http, dsn, n.gossip, n.link, nodes[0].gossip, key, cmp.Or(opts.lease, 30*time.Second), steering(margin, opts.minSessions), opts.extra)
 		p := filepath.Join(dir, "xcollect.yaml")
 		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
@@ -177,6 +178,22 @@ cluster:
 		return true
 	})
 	return nodes
+}
+
+// steering returns the cluster.steering block; margin "" and minSessions 0
+// leave the defaults.
+func steering(margin string, minSessions int) string {
+	var kv []string
+	if margin != "" {
+		kv = append(kv, "margin: "+margin)
+	}
+	if minSessions != 0 {
+		kv = append(kv, fmt.Sprintf("min_sessions: %d", minSessions))
+	}
+	if len(kv) == 0 {
+		return ""
+	}
+	return "  steering: {" + strings.Join(kv, ", ") + "}"
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
@@ -275,7 +292,8 @@ func TestThreeNodes(t *testing.T) {
 func TestSeeOtherHost(t *testing.T) {
 	pg := pgtest.Start(t)
 	dsn := pg.DSN()
-	nodes := startCluster(t, dsn, "0.1")
+	// Above a small floor (3 sessions) and the margin, node1 steers.
+	nodes := startClusterOn(t, dsn, "0.1", []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}, nil, clusterOpts{minSessions: 3})
 	var users []string
 	for i := 0; i < 6; i++ {
 		users = append(users, fmt.Sprintf("u%d", i))

@@ -122,9 +122,14 @@ type Cluster struct {
 	// component queue lasts without renewal: the partitions of a node that
 	// died move to another node's processors after at most this. Default 30s.
 	QueueLease time.Duration `yaml:"queue_lease"`
-	Steering   struct {
-		Margin     float64 `yaml:"margin"`     // steer new clients when above average*(1+margin); 0 disables; default 0.25
-		Components bool    `yaml:"components"` // also steer components; default false
+	// Steering answers a new stream with <see-other-host/> naming a
+	// lighter node, only when this node has at least MinSessions bound
+	// sessions AND more than average*(1+Margin). Most client libraries do
+	// not follow see-other-host (README, "Steering"), so the floor is high.
+	Steering struct {
+		Margin      float64 `yaml:"margin"`       // default 0.25
+		MinSessions int     `yaml:"min_sessions"` // absolute floor; default 5000 (cluster.DefaultSteerMinSessions)
+		Components  bool    `yaml:"components"`   // also steer components; default false
 	} `yaml:"steering"`
 }
 
@@ -213,6 +218,9 @@ func (f File) WithDefaults() File {
 	if f.Cluster.Steering.Margin == 0 {
 		f.Cluster.Steering.Margin = 0.25
 	}
+	if f.Cluster.Steering.MinSessions == 0 {
+		f.Cluster.Steering.MinSessions = 5000 // = cluster.DefaultSteerMinSessions (config imports no xcollect package)
+	}
 	if f.Cluster.QueueLease == 0 {
 		f.Cluster.QueueLease = 30 * time.Second
 	}
@@ -257,6 +265,12 @@ func (f File) Validate() error {
 	}
 	if f.Cluster.Enabled() {
 		errs = append(errs, f.Cluster.validate()...)
+	}
+	if f.Cluster.Steering.Margin < 0 {
+		add("cluster.steering.margin: %v: must not be negative", f.Cluster.Steering.Margin)
+	}
+	if f.Cluster.Steering.MinSessions < 0 {
+		add("cluster.steering.min_sessions: %d: must not be negative", f.Cluster.Steering.MinSessions)
 	}
 	if f.Cluster.QueueLease < 2*time.Second {
 		add("cluster.queue_lease: %v: must be at least 2s (leases are renewed every third of it)", f.Cluster.QueueLease)

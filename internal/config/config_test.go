@@ -34,6 +34,7 @@ func TestConfigErrors(t *testing.T) {
 		{"tls:\n  cert: x.pem\n", "set both tls.cert and tls.key"},
 		{"limits:\n  max_stanza_bytes: 10\n", "must be at least 4096"},
 		{"limits:\n  idle_timeout: soon\n", "line 2"},
+		{"cluster:\n  steering: {min_sessions: -1}\n", "cluster.steering.min_sessions: -1"},
 	} {
 		p := filepath.Join(t.TempDir(), "c.yaml")
 		if err := os.WriteFile(p, []byte(tc.yaml), 0o600); err != nil {

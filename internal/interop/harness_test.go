@@ -151,10 +151,21 @@ func needTool(t *testing.T, name string) string {
 // Python cannot import slixmpp.
 func needSlixmpp(t *testing.T) {
 	t.Helper()
+	needPythonModule(t, "slixmpp")
+}
+
+// needAioxmpp is needSlixmpp for aioxmpp (Debian python3-aioxmpp).
+func needAioxmpp(t *testing.T) {
+	t.Helper()
+	needPythonModule(t, "aioxmpp")
+}
+
+func needPythonModule(t *testing.T, module string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), execTimeout)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, systemPython, "-c", "import slixmpp").CombinedOutput(); err != nil {
-		t.Fatalf("%s cannot import slixmpp (%v: %s): %s", systemPython, err, bytes.TrimSpace(out), installHint)
+	if out, err := exec.CommandContext(ctx, systemPython, "-c", "import "+module).CombinedOutput(); err != nil {
+		t.Fatalf("%s cannot import %s (%v: %s): %s", systemPython, module, err, bytes.TrimSpace(out), installHint)
 	}
 }
 

@@ -65,7 +65,8 @@ func testSlixmpp(t *testing.T) {
 	if e := p.await("bob roster state", is("who", "bob", "event", "roster_state")); e.str("alice") != "both" {
 		t.Errorf("bob's roster item for alice: subscription %q, want both", e.str("alice"))
 	}
-	p.await("chat at bob", is("who", "bob", "event", "message", "from", alice, "to", bob, "type", "chat", "body", "hello from slixmpp"))
+	// alice wrote to bob's bare JID: bob sees it so (RFC 6121 §8.5.2).
+	p.await("chat at bob", is("who", "bob", "event", "message", "from", alice, "to", "bob@"+domain, "type", "chat", "body", "hello from slixmpp"))
 	p.await("echo at alice", is("who", "alice", "event", "message", "from", bob, "to", alice, "type", "chat", "body", "echo: hello from slixmpp"))
 	p.await("XEP-0198 enabled", is("who", "alice", "event", "sm_enabled"))
 	e := p.await("XEP-0198 ack", is("who", "alice", "event", "sm_ack"))
