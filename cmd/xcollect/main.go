@@ -21,7 +21,7 @@ Usage:
   xcollect serve   [--config FILE] [flags]   run a node (xcollect serve --help)
   xcollect user    add|passwd|delete|list     manage accounts
   xcollect queue   stats|list|replay|drop     see and manage component queues
-  xcollect component add|list                 processors in the configuration file
+  xcollect component add|remove|list          processors in the configuration file
   xcollect migrate [--config FILE]            apply the Postgres schema
   xcollect report  --to JID --payload XML     send a report, wait for its durable ack
   xcollect process --jid JID [--exec CMD]     run a processor: reports as JSON lines
@@ -69,7 +69,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if err != nil {
-		if err == errUsage {
+		switch err {
+		case errHelp:
+			return 0
+		case errUsage:
 			return 2
 		}
 		fmt.Fprintln(stderr, "xcollect:", err)
