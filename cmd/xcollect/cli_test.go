@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -28,7 +31,7 @@ func TestHelpExitsZero(t *testing.T) {
 		{"user", "--help"}, {"user", "add", "--help"}, {"user", "list", "-h"},
 		{"queue", "--help"}, {"queue", "-h"}, {"queue", "help"}, {"queue", "stats", "--help"},
 		{"component", "--help"}, {"component", "add", "--help"}, {"component", "remove", "--help"},
-		{"migrate", "--help"}, {"report", "--help"}, {"process", "--help"},
+		{"migrate", "--help"}, {"report", "--help"}, {"process", "--help"}, {"healthcheck", "--help"},
 	} {
 		out, e, code := runCLI(t, "", args...)
 		if code != 0 {
@@ -283,5 +286,37 @@ func TestProcessPrintsReportsNotPresence(t *testing.T) {
 	stdout, _ = run(">2</temp>", "--presence")
 	if !strings.Contains(stdout, `"stanza":"<presence`) {
 		t.Fatalf("--presence did not print presence:\n%s", stdout)
+	}
+}
+
+// TestHealthcheck: the container health check asks the configured HTTP
+// listener and fails unless the node answers 200.
+func TestHealthcheck(t *testing.T) {
+	status := http.StatusOK
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte("store unreachable: test\n"))
+	}))
+	defer ts.Close()
+	_, port, _ := net.SplitHostPort(ts.Listener.Addr().String())
+	cfg, _ := writeConfig(t, "data_dir: %s\nlisteners: {http: \":"+port+"\"}\n")
+	if out, e, code := runCLI(t, "", "healthcheck", "--config", cfg); code != 0 || !strings.Contains(out, "/healthz") {
+		t.Fatalf("healthy: %d %q %q", code, out, e)
+	}
+	status = http.StatusServiceUnavailable
+	if _, e, code := runCLI(t, "", "healthcheck", "--config", cfg); code != 1 || !strings.Contains(e, "503") || !strings.Contains(e, "store unreachable") {
+		t.Fatalf("unhealthy: %d %q", code, e)
+	}
+	ts.Close()
+	if _, e, code := runCLI(t, "", "healthcheck", "--config", cfg); code != 1 || !strings.Contains(e, "connection refused") {
+		t.Fatalf("nobody listening: %d %q", code, e)
+	}
+	off, _ := writeConfig(t, "data_dir: %s\nlisteners: {http: \"\"}\n")
+	if _, e, code := runCLI(t, "", "healthcheck", "--config", off); code != 1 || !strings.Contains(e, "disabled") {
+		t.Fatalf("http disabled: %d %q", code, e)
 	}
 }

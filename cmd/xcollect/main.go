@@ -25,6 +25,7 @@ Usage:
   xcollect migrate [--config FILE]            apply the Postgres schema
   xcollect report  --to JID --payload XML     send a report, wait for its durable ack
   xcollect process --jid JID [--exec CMD]     run a processor: reports as JSON lines
+  xcollect healthcheck [--config FILE]        exit 0 when the node on this host is healthy
   xcollect version                            print the version
 
 Every command reads the same configuration: --config FILE (or
@@ -60,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdReport(ctx, args[1:], stdout, stderr)
 	case "process":
 		err = cmdProcess(ctx, args[1:], stdout, stderr)
+	case "healthcheck":
+		err = cmdHealthcheck(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "xcollect", version)
 	case "help", "-h", "--help":
