@@ -132,7 +132,7 @@ func requireExplicitListeners(t *testing.T, what, text string) {
 	}
 }
 
-// servedPaths checks that path answers 200 on the node's HTTP handler and
+// checkHealthPath checks that path answers 200 on the node's HTTP handler and
 // 503 while the store is down (what a readiness probe needs).
 func checkHealthPath(t *testing.T, what, path string) {
 	t.Helper()
@@ -603,7 +603,7 @@ func TestCompose(t *testing.T) {
 	if !ok || !strings.HasPrefix(pg.Image, "postgres:15") || len(pg.Healthcheck.Test) == 0 {
 		t.Fatalf("want a postgres:15 service with a healthcheck: %+v", pg)
 	}
-	// dependsOnHealthyPostgres: the chain of depends_on reaches postgres
+	// reaches: the chain of depends_on from name reaches postgres
 	// with condition service_healthy.
 	var reaches func(name string, seen map[string]bool) bool
 	reaches = func(name string, seen map[string]bool) bool {
