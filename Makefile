@@ -29,7 +29,7 @@ run-postgres: build $(DATA)/xcollect.yaml
 	  for i in $$(seq 1 100); do test -s $(DATA)/pg.dsn && break; sleep 0.1; done; \
 	  DSN=$$(cat $(DATA)/pg.dsn); echo "postgres: $$DSN"; \
 	  $(BIN) user add demo@localhost --password demo --config $(DATA)/xcollect.yaml --postgres-dsn "$$DSN" 2>/dev/null; \
-	  $(MAKE) --no-print-directory hello; \
+	  $(MAKE) --no-print-directory hello STORE_FLAGS=" --postgres-dsn '$$DSN'"; \
 	  $(BIN) serve --config $(DATA)/xcollect.yaml --postgres-dsn "$$DSN" --c2s $(C2S) --c2s-tls $(C2S_TLS) --component $(COMPONENT); \
 	  kill $$(cat $(DATA)/pgtmp.pid)
 
@@ -44,12 +44,14 @@ $(DATA)/xcollect.yaml:
 	  '    secret: collector-secret' \
 	  '    receive_presence: true' > $@
 
+# STORE_FLAGS: what the admin commands need to reach the node's store
+# (run-postgres passes its --postgres-dsn).
 hello:
 	@echo
 	@echo "xcollect: domain localhost — c2s STARTTLS $(C2S), direct TLS $(C2S_TLS), components $(COMPONENT), HTTP :5280"
 	@echo "  log in:        demo@localhost / password demo (self-signed certificate: accept it in your client)"
 	@echo "                 e.g. echo hi | go-sendxmpp -u demo@localhost -p demo -j 127.0.0.1:5222 -n demo@localhost"
-	@echo "  add a user:    $(BIN) user add alice@localhost --config $(DATA)/xcollect.yaml   (also while the node runs)"
+	@echo "  add a user:    $(BIN) user add alice@localhost --config $(DATA)/xcollect.yaml$(if $(STORE_FLAGS), $(STORE_FLAGS))   (also while the node runs)"
 	@echo "  processor:     XEP-0114 component collector.localhost, secret collector-secret, port 5347"
 	@echo "                 e.g. $(BIN) process --addr 127.0.0.1:5347 --jid collector.localhost --secret collector-secret"
 	@echo "  3-node cluster on Postgres: deployments/local-cluster.sh (README.md, 'A cluster of three nodes')"

@@ -12,11 +12,20 @@ mkdir -p "$dir"
 go build -o bin/xcollect ./cmd/xcollect
 go build -o bin/pgtmp ./internal/pgtest/cmd/pgtmp
 
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+pids=() pg=
+# Stop the nodes first and wait for them, then Postgres: a node that loses
+# its database while shutting down logs errors that mean nothing. Postgres
+# runs in its own session (setsid) so that Ctrl-C, which the terminal sends
+# to every process of the foreground group, reaches only the nodes.
+cleanup() {
+	trap - EXIT INT TERM
+	kill "${pids[@]}" 2>/dev/null || true
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	[ -z "$pg" ] || { kill "$pg" 2>/dev/null || true; wait "$pg" 2>/dev/null || true; }
+}
 trap cleanup EXIT INT TERM
 
-bin/pgtmp -dir "$dir/pg" > "$dir/pg.dsn" 2> "$dir/pg.log" & pids+=($!)
+setsid bin/pgtmp -dir "$dir/pg" > "$dir/pg.dsn" 2> "$dir/pg.log" & pg=$!
 for _ in $(seq 1 100); do [ -s "$dir/pg.dsn" ] && break; sleep 0.1; done
 dsn=$(cat "$dir/pg.dsn")
 # A cluster does not start without a key (the same on every node); every

@@ -3,7 +3,7 @@
 # does nothing for what is already there. Run as root, or it uses sudo.
 #
 #   Debian packages: python3-slixmpp, python3-aioxmpp, go-sendxmpp,
-#                    postgresql-15, iproute2,
+#                    postgresql-15, iproute2, systemd (for systemd-analyze),
 #                    nodejs + npm (only when `node` is missing)
 #   npm packages:    @xmpp/client, @xmpp/component in internal/interop/node
 #                    (npm ci from the committed package-lock.json)
@@ -35,6 +35,8 @@ fi
 command -v go-sendxmpp >/dev/null 2>&1 || missing+=(go-sendxmpp)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# systemd-analyze verifies deployments/xcollect.service (deployments tests).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if ! command -v node >/dev/null 2>&1; then
 	missing+=(nodejs npm)
 elif ! command -v npm >/dev/null 2>&1; then

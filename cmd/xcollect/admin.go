@@ -38,7 +38,17 @@ func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintln(stderr, userHelp)
 		return errUsage
 	}
+	if isHelp(args[0]) {
+		fmt.Fprintln(stdout, userHelp)
+		return nil
+	}
 	sub := args[0]
+	switch sub {
+	case "add", "passwd", "delete", "list":
+	default:
+		fmt.Fprintf(stderr, "xcollect user: unknown subcommand %q\n\n%s\n", sub, userHelp)
+		return errUsage
+	}
 	fs := newFlagSet("user "+sub, userHelp, stderr)
 	var c common
 	c.register(fs)
@@ -166,7 +176,17 @@ func cmdQueue(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(stderr, queueHelp)
 		return errUsage
 	}
+	if isHelp(args[0]) {
+		fmt.Fprintln(stdout, queueHelp)
+		return nil
+	}
 	sub := args[0]
+	switch sub {
+	case "stats", "list", "replay", "drop":
+	default:
+		fmt.Fprintf(stderr, "xcollect queue: unknown subcommand %q\n\n%s\n", sub, queueHelp)
+		return errUsage
+	}
 	fs := newFlagSet("queue "+sub, queueHelp, stderr)
 	var c common
 	c.register(fs)

@@ -11,8 +11,20 @@ import (
 	"xcollect.dev/xcollect/internal/config"
 )
 
-// errUsage means the flag package already printed the problem.
+// errUsage means the flag package already printed the problem (exit 2).
 var errUsage = errors.New("usage")
+
+// errHelp means help was asked for and printed (exit 0).
+var errHelp = errors.New("help")
+
+// isHelp reports whether a command's first argument asks for its help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "help":
+		return true
+	}
+	return false
+}
 
 // common holds the flags every command shares.
 type common struct {
@@ -85,6 +97,9 @@ func parse(fs *flag.FlagSet, args []string) error {
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return errHelp
+			}
 			return errUsage
 		}
 		args = fs.Args()

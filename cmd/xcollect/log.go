@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
@@ -27,5 +28,17 @@ func newLogger(f config.File, w io.Writer) (zerolog.Logger, error) {
 	if console {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Str("node", f.Node.Name).Logger(), nil
+	return withTime(zerolog.New(w).Level(lvl).With().Str("node", f.Node.Name).Logger()), nil
+}
+
+// logTimeFormat is the time of every log line, to the millisecond.
+const logTimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// withTime stamps every event of l with the time in logTimeFormat.
+// zerolog's own Timestamp() uses a package-wide format (whole seconds by
+// default), which is why console lines ended in .000.
+func withTime(l zerolog.Logger) zerolog.Logger {
+	return l.Hook(zerolog.HookFunc(func(e *zerolog.Event, _ zerolog.Level, _ string) {
+		e.Str(zerolog.TimestampFieldName, time.Now().Format(logTimeFormat))
+	}))
 }

@@ -21,10 +21,11 @@ Usage:
   xcollect serve   [--config FILE] [flags]   run a node (xcollect serve --help)
   xcollect user    add|passwd|delete|list     manage accounts
   xcollect queue   stats|list|replay|drop     see and manage component queues
-  xcollect component add|list                 processors in the configuration file
+  xcollect component add|remove|list          processors in the configuration file
   xcollect migrate [--config FILE]            apply the Postgres schema
   xcollect report  --to JID --payload XML     send a report, wait for its durable ack
   xcollect process --jid JID [--exec CMD]     run a processor: reports as JSON lines
+  xcollect healthcheck [--config FILE]        exit 0 when the node on this host is healthy
   xcollect version                            print the version
 
 Every command reads the same configuration: --config FILE (or
@@ -60,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdReport(ctx, args[1:], stdout, stderr)
 	case "process":
 		err = cmdProcess(ctx, args[1:], stdout, stderr)
+	case "healthcheck":
+		err = cmdHealthcheck(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "xcollect", version)
 	case "help", "-h", "--help":
@@ -69,7 +72,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if err != nil {
-		if err == errUsage {
+		switch err {
+		case errHelp:
+			return 0
+		case errUsage:
 			return 2
 		}
 		fmt.Fprintln(stderr, "xcollect:", err)

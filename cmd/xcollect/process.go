@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sync/atomic"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -18,10 +19,13 @@ import (
 
 const processHelp = `xcollect process — run a processor: receive the reports sent to a component
 
-  xcollect process --addr 127.0.0.1:5347 --jid collector.example.com --secret S [--exec CMD]
+  xcollect process --addr 127.0.0.1:5347 --jid collector.example.com --secret S [--exec CMD] [--presence]
 
-Each stanza addressed to the component is written to stdout as one JSON
-line {"from","id","stanza"} and acknowledged once written. With --exec, CMD
+Each message and IQ addressed to the component is written to stdout as one
+JSON line {"from","id","stanza"} and acknowledged once written. Presence
+stanzas (users coming online and going offline, for a component with
+receive_presence) are acknowledged without output unless --presence is
+given; the first one skipped is mentioned on stderr. With --exec, CMD
 runs (sh -c CMD) once per report with that JSON line on its stdin and
 XCOLLECT_FROM and XCOLLECT_ID in its environment; the report is
 acknowledged only when CMD exits 0. Otherwise the connection is closed and
@@ -44,6 +48,7 @@ func cmdProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	execCmd := fs.String("exec", "", "run this shell command per report, JSON line on stdin; ack on exit 0")
 	execTimeout := fs.Duration("exec-timeout", 5*time.Minute, "kill --exec CMD after this long (counts as a failure)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error (logs go to stderr)")
+	withPresence := fs.Bool("presence", false, "also handle presence stanzas (default: ack them without output)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -57,9 +62,15 @@ func cmdProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil || *logLevel == "" {
 		return fmt.Errorf("--log-level %q: use debug, info, warn or error", *logLevel)
 	}
-	log := zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000", NoColor: !isTerminal(stderr)}).
-		Level(lvl).With().Timestamp().Logger()
+	log := withTime(zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000", NoColor: !isTerminal(stderr)}).Level(lvl))
+	var skipped atomic.Bool
 	handle := func(ctx context.Context, r processor.Report) error {
+		if r.Name == "presence" && !*withPresence {
+			if skipped.CompareAndSwap(false, true) {
+				log.Info().Str("from", r.From).Msg("presence stanzas are acknowledged without output; pass --presence to print them")
+			}
+			return nil
+		}
 		var buf bytes.Buffer
 		enc := json.NewEncoder(&buf)
 		enc.SetEscapeHTML(false) // keep the stanza readable: <message …>, not \u003cmessage

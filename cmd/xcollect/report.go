@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"mellium.im/xmpp/jid"
 
 	"xcollect.dev/xcollect/clients/reporter"
 )
@@ -50,13 +51,17 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := required(fs, stderr, map[string]string{"jid": *jidF, "to": *to, "payload": *payload, "password": *password}); err != nil {
 		return err
 	}
+	if err := checkTo(*to, *jidF); err != nil {
+		fmt.Fprintf(stderr, "xcollect report: %v\n", err)
+		return errUsage
+	}
 	body, err := readPayload(*payload)
 	if err != nil {
 		return err
 	}
 	log := zerolog.Nop()
 	if *verbose {
-		log = zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000", NoColor: !isTerminal(stderr)}).With().Timestamp().Logger()
+		log = withTime(zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000", NoColor: !isTerminal(stderr)}))
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -95,6 +100,24 @@ func required(fs *flag.FlagSet, stderr io.Writer, vals map[string]string) error 
 	fs.Usage()
 	fmt.Fprintf(stderr, "\nmissing: %s\n", strings.Join(missing, ", "))
 	return errUsage
+}
+
+// checkTo refuses a --to that names the account's own server: a report
+// goes to a component (a subdomain such as collector.example.com), and the
+// server would take a message to itself without passing it anywhere.
+func checkTo(to, account string) error {
+	t, err := jid.Parse(to)
+	if err != nil {
+		return fmt.Errorf("--to %q is not a JID: give the component's JID, e.g. collector.example.com", to)
+	}
+	a, err := jid.Parse(account)
+	if err != nil {
+		return fmt.Errorf("--jid %q is not a JID like dev1@example.com", account)
+	}
+	if t.Localpart() == "" && strings.EqualFold(t.Domainpart(), a.Domainpart()) {
+		return fmt.Errorf("--to %s is the server itself, not a component: send the report to a component's JID, e.g. collector.%s", to, a.Domainpart())
+	}
+	return nil
 }
 
 // readPayload returns the payload argument, a file's content (@FILE) or

@@ -41,14 +41,16 @@ type cliNode struct {
 	c2s, comp string
 }
 
-func startCLINode(t *testing.T) cliNode {
+// startCLINode starts a node with component collector.localhost (secret
+// sec); extra is appended to that component's YAML entry.
+func startCLINode(t *testing.T, extra ...string) cliNode {
 	t.Helper()
 	dir := t.TempDir()
 	n := cliNode{c2s: freeAddr(t), comp: freeAddr(t)}
 	cfg := filepath.Join(dir, "x.yaml")
 	yaml := fmt.Sprintf("node: {name: cli}\ndomains: [localhost]\ndata_dir: %q\nlog: {level: info, format: json}\n"+
 		"listeners: {c2s: %q, c2s_tls: \"\", component: %q, http: \"\"}\ntls: {require: false}\n"+
-		"components:\n  - jid: collector.localhost\n    secret: sec\n", dir, n.c2s, n.comp)
+		"components:\n  - jid: collector.localhost\n    secret: sec\n%s", dir, n.c2s, n.comp, strings.Join(extra, ""))
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
