@@ -74,8 +74,10 @@ func TestConnectFillsWildcardHost(t *testing.T) {
 func TestHealthzShowsNoInternals(t *testing.T) {
 	var logged error
 	d := Deps{
-		Self:         func() Node { return Node{Name: "n1"} },
-		Health:       func(context.Context) error { return errors.New("dial tcp 10.1.2.3:5432: password authentication failed for user xcollect") },
+		Self: func() Node { return Node{Name: "n1"} },
+		Health: func(context.Context) error {
+			return errors.New("dial tcp 10.1.2.3:5432: password authentication failed for user xcollect")
+		},
 		HealthFailed: func(err error) { logged = err },
 	}
 	srv := httptest.NewServer(Handler(d))
