@@ -323,3 +323,77 @@ func TestAuthFailureLogHasNoKeyMaterial(t *testing.T) {
 		t.Fatalf("%d failure lines; want 4:\n%s", fails, out)
 	}
 }
+
+// Connections over the per-address or the global cap get our stream
+// header and a stream error before the close, on both listeners.
+func TestConnectionCaps(t *testing.T) {
+	n := startNode(t, func(c *server.Config) { c.MaxConns = 3; c.MaxConnsPerAddr = 2 })
+	dial := func(addr, src string, useTLS bool) net.Conn {
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		var conn net.Conn
+		var err error
+		if useTLS {
+			conn, err = tls.DialWithDialer(&d, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		} else {
+			conn, err = d.Dial("tcp", addr)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	// open returns what the server answers to a stream header on a new
+	// connection (features when admitted, a stream error when refused).
+	open := func(addr, src string, useTLS bool) string {
+		r := &raw{t: t, conn: dial(addr, src, useTLS)}
+		r.r = bufio.NewReader(r.conn)
+		r.write(header("example.com"))
+		got := r.readUntil("</stream:features>", 5*time.Second)
+		if strings.Contains(got, "stream:error") {
+			got += r.readUntil("</stream:stream>", 5*time.Second)
+		}
+		return got
+	}
+	for i := 0; i < 2; i++ {
+		if got := open(n.addr, "127.0.0.1", false); !strings.Contains(got, "</stream:features>") {
+			t.Fatalf("connection %d: %q", i, got)
+		}
+	}
+	got := open(n.addr, "127.0.0.1", false)
+	if !strings.Contains(got, "<stream:stream") || !strings.Contains(got, "<policy-violation") || !strings.Contains(got, "</stream:stream>") {
+		t.Fatalf("third connection from one address: %q; want our header and a policy-violation stream error", got)
+	}
+	if got := open(n.tls, "127.0.0.1", true); !strings.Contains(got, "<policy-violation") {
+		t.Fatalf("third connection from one address on direct TLS: %q; want policy-violation", got)
+	}
+	if got := open(n.tls, "127.0.0.2", true); !strings.Contains(got, "</stream:features>") {
+		t.Fatalf("another address: %q", got)
+	}
+	if got := open(n.addr, "127.0.0.3", false); !strings.Contains(got, "<resource-constraint") {
+		t.Fatalf("fourth connection in all: %q; want resource-constraint", got)
+	}
+}
+
+// Devices behind one NAT address log in at once: without failures the
+// address's concurrent exchanges are not capped.
+func TestParallelLoginsWithoutFailuresAreNotCapped(t *testing.T) {
+	n := startNode(t, nil)
+	n.addUser(t, "alice@example.com", "secret")
+	const k = 12
+	results := make(chan string, k)
+	rs := make([]*raw, k)
+	for i := range rs {
+		rs[i] = dialFrom(t, n.tls, "")
+		// Open k SCRAM exchanges at once (each holds a slot until answered).
+		rs[i].write("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>" + b64([]byte("n,,n=alice,r=abcdefghijklmnop")) + "</auth>")
+	}
+	for _, r := range rs {
+		go func() { results <- r.readUntil("</challenge>", 5*time.Second) }()
+	}
+	for i := 0; i < k; i++ {
+		if got := <-results; !strings.Contains(got, "<challenge") {
+			t.Fatalf("exchange %d of %d from one address without failures: %q; want a challenge", i, k, got)
+		}
+	}
+}

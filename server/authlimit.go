@@ -18,7 +18,7 @@ import (
 //     failures, every answer to it (success too) waits a delay that doubles
 //     with each further failure up to MaxDelay, and at most MaxConcurrent
 //     exchanges may run at once, so parallel connections do not multiply
-//     the rate.
+//     the rate. (Exchanges are counted always, capped only in penalty.)
 //   - per account (bare JID, existing or not, so that the table tells
 //     nothing about existence): failures from any address. AccountFailures
 //     failures within AccountWindow lock the account for AccountLockout,
@@ -44,8 +44,9 @@ type AuthLimits struct {
 	Window time.Duration
 	// MaxDelay bounds the delay of one answer. Default 5s.
 	MaxDelay time.Duration
-	// MaxConcurrent is the number of SASL exchanges one address may run at
-	// once; more are refused with temporary-auth-failure. Default 3.
+	// MaxConcurrent is the number of SASL exchanges one address in penalty
+	// may run at once; more are refused with temporary-auth-failure.
+	// Default 3.
 	MaxConcurrent int
 	// AccountFailures failed logins of one account within AccountWindow
 	// lock it. Default 5 (like Prosody's mod_limit_auth and ejabberd's
@@ -87,7 +88,11 @@ func (g *authGuard) begin(ip string, now time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	e := g.addr(ip, now)
-	if e.active >= g.cfg.MaxConcurrent {
+	// Only an address in penalty is capped: many devices behind one NAT
+	// address may log in at once, and a guesser is in penalty after
+	// FreeFailures failures.
+	inPenalty := now.Sub(e.last) <= g.cfg.Window && g.penalty(e.failures) > 0
+	if inPenalty && e.active >= g.cfg.MaxConcurrent {
 		return false
 	}
 	e.active++

@@ -56,7 +56,8 @@ type Config struct {
 	// are refused with a resource-constraint stream error. Default 20000.
 	MaxConns int
 	// MaxConnsPerAddr bounds the connections of one remote address; more
-	// are refused with a policy-violation stream error. Default 100.
+	// are refused with a policy-violation stream error. Default 1000 (many
+	// devices may share one NAT address).
 	MaxConnsPerAddr int
 	// SMResumeTimeout is how long a detached XEP-0198 session waits for
 	// resumption. Default 5m; 0 after defaults disables resumption.
@@ -103,7 +104,7 @@ func DefaultConfig() Config {
 			MaxEntries:        100000,
 		},
 		MaxConns:        20000,
-		MaxConnsPerAddr: 100,
+		MaxConnsPerAddr: 1000,
 		SMResumeTimeout: 5 * time.Minute,
 		SMMaxUnacked:    5000,
 		Version:         "dev",

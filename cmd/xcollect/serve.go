@@ -29,17 +29,21 @@ const serveHelp = `xcollect serve — run a node
 
   xcollect serve                          localhost on the embedded store in ./data
   xcollect serve --config xcollect.yaml   as configured (see deployments/xcollect.example.yaml)
-  xcollect serve --check-config ...       load and validate the configuration, then exit`
+  xcollect serve --check-config ...       validate the configuration, print the listeners serve opens, exit
+
+  Secrets from the environment: XCOLLECT_CLUSTER_KEY, XCOLLECT_ADMIN_TOKEN
+  (unlocks /v1/status and --pprof on the HTTP port, which listens on
+  127.0.0.1:5280 unless listeners.http says otherwise), XCOLLECT_AUTH_SECRET.`
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", serveHelp, stderr)
 	var c common
 	c.register(fs)
-	check := fs.Bool("check-config", false, "validate the configuration and exit")
+	check := fs.Bool("check-config", false, "validate the configuration, print the listeners and exit")
 	c2s := fs.String("c2s", "", "STARTTLS client listener address (overrides listeners.c2s)")
 	c2sTLS := fs.String("c2s-tls", "", "direct TLS client listener address (overrides listeners.c2s_tls)")
 	compAddr := fs.String("component", "", "XEP-0114 component listener address (overrides listeners.component)")
-	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on the HTTP listener (profiling)")
+	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on the HTTP listener (profiling; needs http.admin_token)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

@@ -85,7 +85,7 @@ type Limits struct {
 	// Connection caps; more connections get a stream error
 	// (resource-constraint for the total, policy-violation per address).
 	MaxConnections                 int `yaml:"max_connections"`                       // c2s listeners together; default 20000
-	MaxConnectionsPerAddress       int `yaml:"max_connections_per_address"`           // c2s, one remote address; default 100
+	MaxConnectionsPerAddress       int `yaml:"max_connections_per_address"`           // c2s, one remote address; default 1000
 	ComponentMaxConnections        int `yaml:"component_max_connections"`             // component listeners together; default 1000
 	ComponentMaxConnectionsPerAddr int `yaml:"component_max_connections_per_address"` // default 50
 }
@@ -99,7 +99,7 @@ type Auth struct {
 	FreeFailures      int           `yaml:"free_failures"`       // failures of one address answered at once; default 3
 	FailureWindow     time.Duration `yaml:"failure_window"`      // memory of an address's failures; default 5m
 	MaxDelay          time.Duration `yaml:"max_delay"`           // longest delay of one answer; default 5s
-	MaxConcurrent     int           `yaml:"max_concurrent"`      // SASL exchanges one address may run at once; default 3
+	MaxConcurrent     int           `yaml:"max_concurrent"`      // SASL exchanges an address in penalty may run at once; default 3
 	AccountFailures   int           `yaml:"account_failures"`    // failures that lock an account; default 5
 	AccountWindow     time.Duration `yaml:"account_window"`      // within this; default 15m
 	AccountLockout    time.Duration `yaml:"account_lockout"`     // first lockout, doubling; default 1m
