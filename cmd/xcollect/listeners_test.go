@@ -67,3 +67,17 @@ func TestHTTPDefaultsToLoopback(t *testing.T) {
 		t.Fatalf("default listeners.component_tls = %q; want off", *f.Listeners.ComponentTLS)
 	}
 }
+
+// --check-config validates the cluster part as serve builds it.
+func TestCheckConfigValidatesCluster(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "x.yaml")
+	yaml := "domains: [example.com]\ndata_dir: " + dir + "\nstorage: {postgres: {dsn: 'postgres://x@127.0.0.1:1/x'}}\n" +
+		"cluster: {bind: '127.0.0.1:7946', key: 'AAAA'}\n"
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, e, code := runCLI(t, "", "serve", "--check-config", "--config", cfg); code == 0 || !strings.Contains(e, "secret key is 3 bytes") {
+		t.Fatalf("check-config with a 3-byte cluster key: %d %q %q; want the error serve gives", code, out, e)
+	}
+}

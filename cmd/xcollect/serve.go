@@ -74,6 +74,16 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if *check {
+		// The cluster part too, as serve would build it.
+		if f.Cluster.Enabled() {
+			clcfg, err := clusterConfig(f, log)
+			if err != nil {
+				return err
+			}
+			if err := clcfg.Validate(); err != nil {
+				return err
+			}
+		}
 		fmt.Fprintln(stdout, "configuration ok")
 		fmt.Fprintln(stdout, "listeners: "+listenerSummary(f))
 		return nil
