@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"xcollect.dev/xcollect/internal/connlimit"
 	"xcollect.dev/xcollect/internal/wire"
 )
 
@@ -36,12 +37,53 @@ func (m *Manager) acceptLoop(ln net.Listener) {
 			continue
 		}
 		delay = 0
+		ip := connlimit.IP(nc)
+		if ref, ok := m.limit.Acquire(ip); !ok {
+			m.refuse(nc, ref)
+			continue
+		}
 		c := newConn(m, nc)
-		if !m.track(c) || !m.spawn(c.serve) {
+		if !m.track(c) || !m.spawn(func() {
+			defer m.limit.Release(ip)
+			c.serve()
+		}) {
 			m.untrack(c)
+			m.limit.Release(ip)
 			nc.Close()
 			return
 		}
+	}
+}
+
+// maxRefusing bounds the goroutines writing refusals; beyond it a refused
+// connection is closed without a stream error.
+const maxRefusing = 64
+
+// refuse answers a connection over the limits with our stream header and
+// the stream error (RFC 6120 §4.9.1.1), then closes it.
+func (m *Manager) refuse(nc net.Conn, ref connlimit.Refusal) {
+	m.log.Warn().Str("remote", nc.RemoteAddr().String()).Str("condition", ref.Condition).Msg("component connection refused: connection limit")
+	if m.refusing.Add(1) > maxRefusing {
+		m.refusing.Add(-1)
+		nc.Close()
+		return
+	}
+	if !m.spawn(func() {
+		defer m.refusing.Add(-1)
+		defer nc.Close()
+		_ = nc.SetDeadline(time.Now().Add(2 * time.Second)) // bounds the TLS handshake and the write
+		b := wire.StreamHeader(wire.NSComponent, "", "", randomID(12))
+		b = append(b, wire.StreamError(ref.Condition, "", ref.Text)...)
+		if _, err := nc.Write(b); err != nil {
+			return
+		}
+		// Read what the processor sent meanwhile, so that the close is
+		// not a reset that discards our stream error.
+		_ = nc.SetReadDeadline(time.Now().Add(time.Second))
+		_, _ = io.Copy(io.Discard, io.LimitReader(nc, 64<<10))
+	}) {
+		m.refusing.Add(-1)
+		nc.Close()
 	}
 }
 
@@ -151,8 +193,20 @@ func (c *conn) negotiate() error {
 	sum := sha1.Sum([]byte(streamID + spec.Secret))
 	want := hex.EncodeToString(sum[:])
 	got := strings.ToLower(strings.TrimSpace(hs.Text))
+	ip := connlimit.IP(c.nc)
 	if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+		delay := c.m.penalty.Fail(ip, time.Now())
+		// Never the secret nor the digest.
+		c.log.Warn().Dur("delay", delay).Msg("component handshake failed: wrong secret")
+		if !c.m.sleep(delay) {
+			return c.failSync(reasonShutdown, wire.SystemShutdown, "")
+		}
 		return c.failSync(reasonNotAuthorized, wire.NotAuthorized, "handshake failed")
+	}
+	// An address in penalty waits for a right secret too, so that silence
+	// does not tell a guesser its guess was wrong.
+	if !c.m.sleep(c.m.penalty.Delay(ip, time.Now())) {
+		return c.failSync(reasonShutdown, wire.SystemShutdown, "")
 	}
 	// A second connection for a component without Multi is refused: the
 	// connection that is online keeps its leases and its in-flight rows,
@@ -214,6 +268,21 @@ func (c *conn) failDecode(err error) error {
 	}
 	c.nc.Close()
 	return fmt.Errorf("component: read: %w", err)
+}
+
+// sleep waits d; false when Shutdown began.
+func (m *Manager) sleep(d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-m.ctx.Done():
+		return false
+	}
 }
 
 func isTimeout(err error) bool {

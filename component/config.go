@@ -1,6 +1,7 @@
 package component
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"time"
@@ -41,9 +42,28 @@ type Spec struct {
 // Config configures the component side of a node. Zero fields take the
 // defaults of DefaultConfig.
 type Config struct {
-	// Addr is the XEP-0114 listener address. Default ":5347"; tests use
-	// "127.0.0.1:0".
+	// Addr is the XEP-0114 listener address; "" disables it. DefaultConfig
+	// sets ":5347"; tests use "127.0.0.1:0".
 	Addr string
+	// TLSAddr is a direct-TLS XEP-0114 listener (TLS from the first byte,
+	// for processors across a network); "" (the default) disables it.
+	TLSAddr string
+	// TLS holds the certificate for TLSAddr.
+	TLS *tls.Config
+	// MaxConns bounds the connections of the component listeners
+	// together; more are refused with a resource-constraint stream error.
+	// Default 1000.
+	MaxConns int
+	// MaxConnsPerAddr bounds the connections of one remote address; more
+	// are refused with a policy-violation stream error. Default 50.
+	MaxConnsPerAddr int
+	// HandshakeFreeFailures is how many failed handshakes of one address
+	// within 5 minutes are answered at once; after them every answer to
+	// that address (success too) waits 250ms, doubling with each further
+	// failure up to HandshakeMaxDelay. Default 2.
+	HandshakeFreeFailures int
+	// HandshakeMaxDelay bounds that delay. Default 5s.
+	HandshakeMaxDelay time.Duration
 	// Components are the configured components.
 	Components []Spec
 	// Logger receives the package's logs.
@@ -83,24 +103,37 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Addr:               fmt.Sprintf(":%d", DefaultPort),
-		LeaseDuration:      30 * time.Second, // a dead node's rows move after at most this
-		ClaimBatch:         256,              // one claim transaction per 256 rows
-		MaxInFlight:        1000,             // about 4 claims of rows in flight
-		CommitMaxBatch:     1024,             // bounds one Enqueue transaction
-		Backlog:            50000,            // about 50 MB of 1 KiB reports in memory
-		ExpiryInterval:     time.Minute,
-		MaxStanzaBytes:     256 << 10, // like the c2s limit
-		NegotiationTimeout: 10 * time.Second,
-		WriteTimeout:       30 * time.Second,
+		Addr:                  fmt.Sprintf(":%d", DefaultPort),
+		LeaseDuration:         30 * time.Second, // a dead node's rows move after at most this
+		ClaimBatch:            256,              // one claim transaction per 256 rows
+		MaxInFlight:           1000,             // about 4 claims of rows in flight
+		CommitMaxBatch:        1024,             // bounds one Enqueue transaction
+		Backlog:               50000,            // about 50 MB of 1 KiB reports in memory
+		ExpiryInterval:        time.Minute,
+		MaxStanzaBytes:        256 << 10, // like the c2s limit
+		NegotiationTimeout:    10 * time.Second,
+		WriteTimeout:          30 * time.Second,
+		MaxConns:              1000,
+		MaxConnsPerAddr:       50,
+		HandshakeFreeFailures: 2,
+		HandshakeMaxDelay:     5 * time.Second,
 	}
 }
 
 // withDefaults fills zero fields from DefaultConfig on a copy.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if c.Addr == "" {
-		c.Addr = d.Addr
+	if c.MaxConns == 0 {
+		c.MaxConns = d.MaxConns
+	}
+	if c.MaxConnsPerAddr == 0 {
+		c.MaxConnsPerAddr = d.MaxConnsPerAddr
+	}
+	if c.HandshakeFreeFailures == 0 {
+		c.HandshakeFreeFailures = d.HandshakeFreeFailures
+	}
+	if c.HandshakeMaxDelay == 0 {
+		c.HandshakeMaxDelay = d.HandshakeMaxDelay
 	}
 	if c.LeaseDuration == 0 {
 		c.LeaseDuration = d.LeaseDuration
@@ -199,6 +232,12 @@ func (c Config) Validate() error {
 	}
 	if c.WriteTimeout <= 0 {
 		bad("write_timeout = %s: must be > 0", c.WriteTimeout)
+	}
+	if c.TLSAddr != "" && c.TLS == nil {
+		bad("listeners.component_tls = %q needs a TLS certificate", c.TLSAddr)
+	}
+	if c.MaxConns < 0 || c.MaxConnsPerAddr < 0 {
+		bad("limits.component_max_connections and limits.component_max_connections_per_address must not be negative")
 	}
 	return errors.Join(errs...)
 }

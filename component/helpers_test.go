@@ -74,7 +74,10 @@ func startEnv(t *testing.T, o envOpts) *env {
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, store: st, srv: srv, mgr: mgr, c2s: srv.Addr("c2s").String(), comp: mgr.Addr().String()}
+	e := &env{t: t, store: st, srv: srv, mgr: mgr, c2s: srv.Addr("c2s").String()}
+	if a := mgr.Addr(); a != nil { // nil when the plain listener is disabled
+		e.comp = a.String()
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()

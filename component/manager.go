@@ -3,16 +3,19 @@ package component
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"xcollect.dev/xcollect/internal/connlimit"
 	"xcollect.dev/xcollect/internal/wire"
 	"xcollect.dev/xcollect/storage"
 )
@@ -37,6 +40,10 @@ type Manager struct {
 	names    []string         // sorted component JIDs
 	presence []string         // components with ReceivePresence
 
+	limit    *connlimit.Limiter // live connections per address and in total
+	penalty  *connlimit.Penalty // failed handshakes per address
+	refusing atomic.Int32       // connections being refused
+
 	ctx    context.Context // cancelled when Shutdown begins
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -44,7 +51,8 @@ type Manager struct {
 	mu      sync.Mutex // guards everything below
 	started bool
 	closed  bool
-	ln      net.Listener
+	ln      net.Listener // nil when Config.Addr is ""
+	tlsLn   net.Listener // nil when Config.TLSAddr is ""
 	conns   map[*conn]struct{}
 	online  map[string]int // component → live authenticated connections
 
@@ -74,6 +82,9 @@ func New(cfg Config, store storage.Store, router Router, node string) (*Manager,
 		specs:  make(map[string]*Spec, len(cfg.Components)),
 		conns:  make(map[*conn]struct{}),
 		online: make(map[string]int),
+		limit:  connlimit.New(cfg.MaxConns, cfg.MaxConnsPerAddr),
+		penalty: &connlimit.Penalty{Free: cfg.HandshakeFreeFailures, Window: 5 * time.Minute,
+			Max: cfg.HandshakeMaxDelay, MaxEntries: 100000},
 	}
 	for i := range cfg.Components {
 		sp := &cfg.Components[i]
@@ -165,18 +176,47 @@ func (m *Manager) Start(ctx context.Context) error {
 		}
 	}
 	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", m.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("component: listen on %s: %w", m.cfg.Addr, err)
+	var ln, tlsLn net.Listener
+	if m.cfg.Addr != "" {
+		var err error
+		if ln, err = lc.Listen(ctx, "tcp", m.cfg.Addr); err != nil {
+			return fmt.Errorf("component: listen on %s: %w", m.cfg.Addr, err)
+		}
+		m.log.Info().Str("listener", "component").Str("addr", ln.Addr().String()).Strs("components", m.names).Msg("listening")
+	}
+	if m.cfg.TLSAddr != "" {
+		l, err := lc.Listen(ctx, "tcp", m.cfg.TLSAddr)
+		if err != nil {
+			if ln != nil {
+				ln.Close()
+			}
+			return fmt.Errorf("component: listen on %s (component_tls): %w", m.cfg.TLSAddr, err)
+		}
+		// The handshake runs on the first read, under negotiate's deadline.
+		tlsLn = tls.NewListener(l, m.cfg.TLS)
+		m.log.Info().Str("listener", "component_tls").Str("addr", l.Addr().String()).Strs("components", m.names).Msg("listening")
 	}
 	m.mu.Lock()
-	m.ln = ln
+	m.ln, m.tlsLn = ln, tlsLn
 	m.mu.Unlock()
-	m.log.Info().Str("listener", "component").Str("addr", ln.Addr().String()).Strs("components", m.names).Msg("listening")
 	m.spawn(m.c.run)
 	m.spawn(m.expiryLoop)
-	m.spawn(func() { m.acceptLoop(ln) })
+	for _, l := range []net.Listener{ln, tlsLn} {
+		if l != nil {
+			m.spawn(func() { m.acceptLoop(l) })
+		}
+	}
 	return nil
+}
+
+// TLSAddr returns the bound direct-TLS listener address, or nil.
+func (m *Manager) TLSAddr() net.Addr {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.tlsLn == nil {
+		return nil
+	}
+	return m.tlsLn.Addr()
 }
 
 // Addr returns the bound listener address, or nil before Start.
@@ -200,13 +240,16 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	m.closed = true
-	ln := m.ln
+	lns := []net.Listener{m.ln, m.tlsLn}
 	conns := make([]*conn, 0, len(m.conns))
 	for c := range m.conns {
 		conns = append(conns, c)
 	}
 	m.mu.Unlock()
-	if ln != nil {
+	for _, ln := range lns {
+		if ln == nil {
+			continue
+		}
 		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			m.log.Warn().Err(err).Msg("close component listener")
 		}
@@ -246,7 +289,8 @@ func (m *Manager) expiryLoop() {
 		select {
 		case <-m.ctx.Done():
 			return
-		case <-t.C:
+		case now := <-t.C:
+			m.penalty.Prune(now)
 		}
 		for _, name := range m.names {
 			sp := m.specs[name]

@@ -31,6 +31,7 @@ dsn=$(cat "$dir/pg.dsn")
 # A cluster does not start without a key (the same on every node); every
 # node listens for gossip and links on its own address only.
 key=$(head -c 32 /dev/urandom | base64)
+token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')   # http.admin_token for /v1/status
 
 for i in 1 2 3; do
 	cat > "$dir/node$i.yaml" <<YAML
@@ -38,6 +39,7 @@ node: {name: node$i}
 domains: [localhost]
 data_dir: $dir/node$i
 listeners: {c2s: "127.0.0.$i:5222", c2s_tls: "127.0.0.$i:5223", component: "127.0.0.$i:5347", http: "127.0.0.$i:5280"}
+http: {admin_token: "$token"}
 storage: {postgres: {dsn: "$dsn"}}
 components:
   - {jid: collector.localhost, secret: collector-secret, multiple_connections: true, receive_presence: true}
@@ -55,7 +57,7 @@ cat <<MSG
 3 nodes on 127.0.0.1, 127.0.0.2, 127.0.0.3 (c2s 5222, TLS 5223, components 5347, HTTP 5280), Postgres $dsn
   log in as demo@localhost / demo on any node; users: bin/xcollect user add U@localhost --config $dir/node1.yaml
   best node for a new client:  curl http://127.0.0.1:5280/v1/connect
-  cluster view:                curl http://127.0.0.1:5280/v1/status
+  cluster view:                curl -H "Authorization: Bearer $token" http://127.0.0.1:5280/v1/status
   logs: $dir/node{1,2,3}.log — Ctrl-C stops the cluster
 MSG
 wait

@@ -26,6 +26,7 @@ CONVERGE=${CONVERGE:-1}
 OUT=${OUT:-$ROOT/BENCHMARKS.md}
 GO=${GO:-go}
 W=$(mktemp -d /tmp/xcollect-bench.XXXXXX)
+ADMIN_TOKEN=bench-admin-token-0123   # the nodes' http.admin_token, for /v1/status
 chmod 755 "$W"
 RES=$W/results.jsonl
 LOG=$W/bench.log
@@ -90,6 +91,7 @@ data_dir: $W/$1/data
 log: {level: warn}
 listeners: {c2s: "$2", c2s_tls: "", component: "$3", http: ""}
 tls: {require: false}
+limits: {max_connections_per_address: 100000}   # every load client comes from 127.0.0.1
 components:
   - jid: collector.localhost
     secret: secret
@@ -163,6 +165,7 @@ data_dir: $W/$CN/node$i
 log: {level: warn}
 listeners: {c2s: "127.0.0.$i:19222", c2s_tls: "", component: "127.0.0.$i:19347", http: "127.0.0.$i:19280"}
 tls: {require: false}
+limits: {max_connections_per_address: 100000}   # every load client comes from 127.0.0.x
 storage: {postgres: {dsn: "$CDSN"}}
 components:
   - {jid: collector.localhost, secret: secret, multiple_connections: true, receive_presence: false}
@@ -184,7 +187,7 @@ EOF
 		done
 		for i in 1 2 3; do
 			[ "$ok" = 1 ] || break
-			"$W/xcollect" serve --config "$W/$CN/node$i.yaml" >"$W/$CN/node$i.log" 2>&1 &
+			XCOLLECT_ADMIN_TOKEN="$ADMIN_TOKEN" "$W/xcollect" serve --config "$W/$CN/node$i.yaml" >"$W/$CN/node$i.log" 2>&1 &
 			PIDS+=($!)
 			CPIDS+=($!)
 			wait_port "127.0.0.$i:19222" && wait_port "127.0.0.$i:19347" || ok=0
@@ -193,7 +196,7 @@ EOF
 		members=0
 		for _ in $(seq 1 150); do
 			[ "$ok" = 1 ] || break
-			members=$(for i in 1 2 3; do curl -s --max-time 1 "http://127.0.0.$i:19280/v1/status" | tr -d '\n'; echo; done |
+			members=$(for i in 1 2 3; do curl -s --max-time 1 -H "Authorization: Bearer $ADMIN_TOKEN" "http://127.0.0.$i:19280/v1/status" | tr -d '\n'; echo; done |
 				python3 -c 'import json,sys; print(min(len(json.loads(l).get("members") or []) if l.strip() else 0 for l in sys.stdin.read().splitlines()[:3]))' 2>/dev/null)
 			[ "${members:-0}" -ge 3 ] && break
 			sleep 0.2

@@ -69,7 +69,7 @@ func TestBadPassword(t *testing.T) {
 }
 
 func TestRepeatedFailuresAreSlowedDown(t *testing.T) {
-	n := startNode(t, func(c *server.Config) { c.AuthFailuresBeforeDelay = 2 })
+	n := startNode(t, func(c *server.Config) { c.Auth.FreeFailures = 2 })
 	n.addUser(t, "alice@example.com", "secret")
 	var last time.Duration
 	for i := 0; i < 4; i++ {
@@ -433,7 +433,19 @@ func TestWhitespaceKeepaliveAndDomainIsolation(t *testing.T) {
 	o := dialRaw(t, n.addr)
 	o.write(header("other.org"))
 	o.readUntil("</stream:features>", 5*time.Second)
-	o.write("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>" + b64([]byte("n,,n=alice,r=abcdefghijklmnop")) + "</auth>")
+	// The unknown account gets a (fake) challenge like a real one; the
+	// proof then fails.
+	neg := sasl.NewClient(sasl.ScramSha1, sasl.Credentials(func() ([]byte, []byte, []byte) { return []byte("alice"), []byte("a"), nil }))
+	_, first, err := neg.Step(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.write("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>" + b64(first) + "</auth>")
+	_, final, err := neg.Step(unb64(t, between(o.readUntil("</challenge>", 5*time.Second), ">", "</challenge>")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.write("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + b64(final) + "</response>")
 	if got := o.readUntil("</failure>", 5*time.Second); !strings.Contains(got, "not-authorized") {
 		t.Fatalf("cross-domain login: %q", got)
 	}

@@ -45,12 +45,20 @@ type Config struct {
 	OfflineExpiry time.Duration
 	// OfflineLimit is the maximum of offline messages per user. Default 1000.
 	OfflineLimit int
-	// AuthFailuresBeforeDelay is how many failed logins from one IP address
-	// within AuthFailureWindow are answered at once; later ones wait
-	// doubling delays up to 5s. Default 3.
-	AuthFailuresBeforeDelay int
-	// AuthFailureWindow is the memory of failed logins per address. Default 5m.
-	AuthFailureWindow time.Duration
+	// Auth limits password guessing (per address and per account).
+	Auth AuthLimits
+	// AuthSecret derives the fake SCRAM salt and iteration count answered
+	// for unknown accounts; give every node of a cluster the same one and
+	// keep it across restarts, or a prober can tell fake salts from real
+	// ones. Empty: a random secret for this process.
+	AuthSecret []byte
+	// MaxConns bounds the connections of all c2s listeners together; more
+	// are refused with a resource-constraint stream error. Default 20000.
+	MaxConns int
+	// MaxConnsPerAddr bounds the connections of one remote address; more
+	// are refused with a policy-violation stream error. Default 1000 (many
+	// devices may share one NAT address).
+	MaxConnsPerAddr int
 	// SMResumeTimeout is how long a detached XEP-0198 session waits for
 	// resumption. Default 5m; 0 after defaults disables resumption.
 	SMResumeTimeout time.Duration
@@ -72,23 +80,34 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Domains:                 []string{"localhost"},
-		C2SAddr:                 ":5222",
-		C2STLSAddr:              ":5223",
-		RequireTLS:              true,
-		MaxStanzaBytes:          256 << 10, // like Prosody's c2s_stanza_size_limit
-		NegotiationTimeout:      30 * time.Second,
-		IdleTimeout:             5 * time.Minute,
-		PingTimeout:             30 * time.Second,
-		WriteTimeout:            30 * time.Second,
-		MaxOutQueue:             10000,
-		OfflineExpiry:           30 * 24 * time.Hour,
-		OfflineLimit:            1000,
-		AuthFailuresBeforeDelay: 3,
-		AuthFailureWindow:       5 * time.Minute,
-		SMResumeTimeout:         5 * time.Minute,
-		SMMaxUnacked:            5000,
-		Version:                 "dev",
+		Domains:            []string{"localhost"},
+		C2SAddr:            ":5222",
+		C2STLSAddr:         ":5223",
+		RequireTLS:         true,
+		MaxStanzaBytes:     256 << 10, // like Prosody's c2s_stanza_size_limit
+		NegotiationTimeout: 30 * time.Second,
+		IdleTimeout:        5 * time.Minute,
+		PingTimeout:        30 * time.Second,
+		WriteTimeout:       30 * time.Second,
+		MaxOutQueue:        10000,
+		OfflineExpiry:      30 * 24 * time.Hour,
+		OfflineLimit:       1000,
+		Auth: AuthLimits{
+			FreeFailures:      3,
+			Window:            5 * time.Minute,
+			MaxDelay:          5 * time.Second,
+			MaxConcurrent:     3,
+			AccountFailures:   5,
+			AccountWindow:     15 * time.Minute,
+			AccountLockout:    time.Minute,
+			MaxAccountLockout: time.Hour,
+			MaxEntries:        100000,
+		},
+		MaxConns:        20000,
+		MaxConnsPerAddr: 1000,
+		SMResumeTimeout: 5 * time.Minute,
+		SMMaxUnacked:    5000,
+		Version:         "dev",
 	}
 }
 
@@ -122,11 +141,12 @@ func (c Config) withDefaults() Config {
 	if c.OfflineLimit == 0 {
 		c.OfflineLimit = d.OfflineLimit
 	}
-	if c.AuthFailuresBeforeDelay == 0 {
-		c.AuthFailuresBeforeDelay = d.AuthFailuresBeforeDelay
+	c.Auth = c.Auth.withDefaults(d.Auth)
+	if c.MaxConns == 0 {
+		c.MaxConns = d.MaxConns
 	}
-	if c.AuthFailureWindow == 0 {
-		c.AuthFailureWindow = d.AuthFailureWindow
+	if c.MaxConnsPerAddr == 0 {
+		c.MaxConnsPerAddr = d.MaxConnsPerAddr
 	}
 	if c.SMMaxUnacked == 0 {
 		c.SMMaxUnacked = d.SMMaxUnacked
@@ -152,5 +172,32 @@ func (c Config) Validate() error {
 	if c.MaxStanzaBytes < 0 || (c.MaxStanzaBytes > 0 && c.MaxStanzaBytes < 4096) {
 		errs = append(errs, fmt.Errorf("server: limits.max_stanza_bytes = %d: must be at least 4096", c.MaxStanzaBytes))
 	}
+	if c.MaxConns < 0 || c.MaxConnsPerAddr < 0 {
+		errs = append(errs, errors.New("server: limits.max_connections and limits.max_connections_per_address must not be negative"))
+	}
 	return errors.Join(errs...)
+}
+
+// withDefaults fills zero fields of l from d.
+func (l AuthLimits) withDefaults(d AuthLimits) AuthLimits {
+	set := func(v *int, dv int) {
+		if *v == 0 {
+			*v = dv
+		}
+	}
+	setD := func(v *time.Duration, dv time.Duration) {
+		if *v == 0 {
+			*v = dv
+		}
+	}
+	set(&l.FreeFailures, d.FreeFailures)
+	setD(&l.Window, d.Window)
+	setD(&l.MaxDelay, d.MaxDelay)
+	set(&l.MaxConcurrent, d.MaxConcurrent)
+	set(&l.AccountFailures, d.AccountFailures)
+	setD(&l.AccountWindow, d.AccountWindow)
+	setD(&l.AccountLockout, d.AccountLockout)
+	setD(&l.MaxAccountLockout, d.MaxAccountLockout)
+	set(&l.MaxEntries, d.MaxEntries)
+	return l
 }

@@ -8,6 +8,9 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"xcollect.dev/xcollect/internal/connlimit"
+	"xcollect.dev/xcollect/internal/wire"
 )
 
 // listen opens a c2s listener and its accept loop.
@@ -44,10 +47,55 @@ func (s *Server) acceptLoop(ln net.Listener, directTLS bool) {
 			continue
 		}
 		delay = 0
-		if !s.spawn(func() { s.serveConn(conn, directTLS) }) {
+		ip := remoteIP(conn)
+		if ref, ok := s.connLimit.Acquire(ip); !ok {
+			s.refuse(conn, directTLS, ref)
+			continue
+		}
+		if !s.spawn(func() {
+			defer s.connLimit.Release(ip)
+			s.serveConn(conn, directTLS)
+		}) {
+			s.connLimit.Release(ip)
 			conn.Close()
 			return
 		}
+	}
+}
+
+// maxRefusing bounds the goroutines writing refusals; beyond it a
+// refused connection is closed without a stream error.
+const maxRefusing = 64
+
+// refuse answers a connection over the limits with our stream header and
+// the stream error (RFC 6120 §4.9.1.1), then closes it.
+func (s *Server) refuse(conn net.Conn, directTLS bool, ref connlimit.Refusal) {
+	s.log.Warn().Str("remote", conn.RemoteAddr().String()).Str("condition", ref.Condition).Msg("connection refused: connection limit")
+	if s.refusing.Add(1) > maxRefusing {
+		s.refusing.Add(-1)
+		conn.Close()
+		return
+	}
+	ok := s.spawn(func() {
+		defer s.refusing.Add(-1)
+		c := conn
+		_ = conn.SetDeadline(time.Now().Add(2 * time.Second)) // fresh conn: cannot fail in a way that matters
+		if directTLS {
+			tc := tls.Server(conn, s.cfg.TLS)
+			if err := tc.HandshakeContext(s.ctx); err != nil {
+				conn.Close()
+				return
+			}
+			c = tc
+		}
+		b := wire.StreamHeader(wire.NSClient, s.cfg.Domains[0], "", randomID(8))
+		b = append(b, wire.StreamError(ref.Condition, "", ref.Text)...)
+		_, _ = c.Write(b) // the peer may be gone; we close either way
+		lingerClose(c)
+	})
+	if !ok {
+		s.refusing.Add(-1)
+		conn.Close()
 	}
 }
 
@@ -55,6 +103,7 @@ func (s *Server) acceptLoop(ln net.Listener, directTLS bool) {
 func (s *Server) serveConn(conn net.Conn, directTLS bool) {
 	defer s.track(conn)()
 	c := &c2sConn{srv: s, raw: conn, log: s.log.With().Str("remote", conn.RemoteAddr().String()).Str("conn", randomID(4)).Logger()}
+	defer c.endExchange() // a connection dropped mid-SASL gives its slot back
 	c.ir = &idleReader{conn: conn, deadline: time.Now().Add(s.cfg.NegotiationTimeout)}
 	c.conn = conn
 	if directTLS {

@@ -8,12 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sync"
 	"time"
 
 	"mellium.im/sasl"
 	"mellium.im/xmpp/jid"
 
+	"xcollect.dev/xcollect/internal/connlimit"
 	"xcollect.dev/xcollect/internal/wire"
 	"xcollect.dev/xcollect/storage"
 )
@@ -43,14 +43,32 @@ type saslState struct {
 	mech     string
 	neg      *sasl.Negotiator
 	user     string // localpart the client claimed
+	unknown  bool   // user has no account: the SCRAM challenge is fake
 	attempts int
+	slot     bool  // holds one of the address's concurrent-exchange slots
 	tempErr  error // the store failed: not the client's fault
 }
 
-// saslFailure writes a <failure/> with condition cond.
-func (c *c2sConn) saslFailure(cond string) error {
-	return c.write([]byte("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><" + cond + "/></failure>"))
+// lockedText is shown by the client when the account is locked out. It
+// is the same whether the password was right or not.
+const lockedText = "too many failed logins for this account: try again later"
+
+// saslFailure writes a <failure/> with condition cond and, when text is
+// not empty, a human-readable <text/>.
+func (c *c2sConn) saslFailure(cond, text string) error {
+	b := []byte("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><" + cond + "/>")
+	if text != "" {
+		b = append(b, "<text xml:lang='en'>"...)
+		_ = xml.EscapeText(writerFunc(func(p []byte) (int, error) { b = append(b, p...); return len(p), nil }), []byte(text))
+		b = append(b, "</text>"...)
+	}
+	b = append(b, "</failure>"...)
+	return c.write(b)
 }
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // handleSASL runs one step of RFC 6120 §6 on the server side: <auth>,
 // <response>, <abort>.
@@ -71,20 +89,36 @@ func (c *c2sConn) handleSASL(el *wire.Element) error {
 	}
 	data, err := decodeSASL(body.Text)
 	if err != nil {
-		st.neg = nil
-		return c.saslFailure("incorrect-encoding")
+		if st.neg != nil {
+			st.neg = nil
+			return c.authFailed("incorrect-encoding", "response is not base64")
+		}
+		return c.saslFailure("incorrect-encoding", "")
 	}
 	switch el.Name.Local {
 	case "abort":
+		if st.neg == nil {
+			return c.saslFailure("aborted", "")
+		}
+		// An abandoned exchange counts as a failed one: otherwise a
+		// guesser could abort before the answer that would cost it.
 		st.neg = nil
-		return c.saslFailure("aborted")
+		return c.authFailed("aborted", "aborted by the client")
 	case "auth":
 		st.neg = nil
 		st.user = ""
+		st.unknown = false
 		st.tempErr = nil
 		st.mech = body.Mechanism
 		if !contains(c.mechanisms(), body.Mechanism) {
-			return c.saslFailure("invalid-mechanism")
+			return c.saslFailure("invalid-mechanism", "")
+		}
+		if !st.slot {
+			if !c.srv.authGuard.begin(remoteIP(c.raw), time.Now()) {
+				c.log.Warn().Str("mechanism", st.mech).Msg("authentication refused: too many concurrent attempts from this address")
+				return c.saslFailure("temporary-auth-failure", "too many authentication attempts in progress from your address")
+			}
+			st.slot = true
 		}
 		if body.Mechanism == mechPlain {
 			return c.authPlain(data)
@@ -96,11 +130,20 @@ func (c *c2sConn) handleSASL(el *wire.Element) error {
 		return c.stepSCRAM(data)
 	case "response":
 		if st.neg == nil {
-			return c.saslFailure("malformed-request")
+			return c.saslFailure("malformed-request", "")
 		}
 		return c.stepSCRAM(data)
 	}
 	return c.fail(wire.UnsupportedStanzaType, "")
+}
+
+// endExchange gives back the address's concurrent-exchange slot. It is
+// called when an exchange ends and when the connection closes.
+func (c *c2sConn) endExchange() {
+	if c.saslSt != nil && c.saslSt.slot {
+		c.saslSt.slot = false
+		c.srv.authGuard.end(remoteIP(c.raw))
+	}
 }
 
 func (c *c2sConn) sasl() *saslState {
@@ -130,19 +173,23 @@ func (c *c2sConn) newSCRAM(mech string) *sasl.Negotiator {
 			return nil, nil, 0, sasl.ErrAuthn
 		}
 		c.saslSt.user = local
-		cred, err := c.srv.credentials(local + "@" + c.domain)
-		if err != nil {
-			if !errors.Is(err, storage.ErrNotFound) {
-				c.saslSt.tempErr = err
-			}
+		bare := local + "@" + c.domain
+		cred, err := c.srv.credentials(bare)
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			c.saslSt.tempErr = err
 			return nil, nil, 0, sasl.ErrAuthn
 		}
 		k := cred.SHA256
 		if mechName == mechSCRAMSHA1 {
 			k = cred.SHA1
 		}
-		if len(k.SaltedPassword) == 0 {
-			return nil, nil, 0, sasl.ErrAuthn
+		if err != nil || len(k.SaltedPassword) == 0 {
+			// RFC 5802 §9: answer as for an existing account, with a
+			// salt that stays the same for every probe; the exchange then
+			// fails at the proof like a wrong password.
+			c.saslSt.unknown = true
+			salt, salted, iter := fakeSCRAM(c.srv.cfg.AuthSecret, mechName, bare)
+			return salt, salted, iter, nil
 		}
 		return k.Salt, k.SaltedPassword, int64(k.Iterations), nil
 	}
@@ -164,60 +211,107 @@ func (c *c2sConn) localpart(username, authzid string) (string, error) {
 
 func (c *c2sConn) stepSCRAM(data []byte) error {
 	st := c.saslSt
+	final := st.neg.State()&sasl.StepMask == sasl.ResponseSent
 	more, resp, err := st.neg.Step(data)
 	if err != nil {
 		st.neg = nil
-		return c.authFailed(err)
+		// Never log err: mellium's SCRAM errors quote the client's
+		// messages and the StoredKey.
+		if st.tempErr != nil {
+			return c.authFailed("temporary-auth-failure", "")
+		}
+		reason := "malformed or refused client-first message"
+		switch {
+		case final && bytes.Equal(resp, []byte("e=invalid-proof")) && st.unknown:
+			reason = "unknown account"
+		case final && bytes.Equal(resp, []byte("e=invalid-proof")):
+			reason = "wrong password"
+		case final:
+			reason = "malformed client-final message"
+		}
+		if c.srv.authGuard.locked(c.bare(), time.Now()) {
+			return c.authFailed("not-authorized", reason+" (account locked)")
+		}
+		return c.authFailed("not-authorized", reason)
 	}
 	if more {
 		return c.write([]byte("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + base64.StdEncoding.EncodeToString(resp) + "</challenge>"))
 	}
 	st.neg = nil
+	if c.srv.authGuard.locked(c.bare(), time.Now()) {
+		return c.authFailed("not-authorized", "right password but the account is locked")
+	}
 	return c.authSucceeded(st.user, resp)
+}
+
+// bare is the account the current exchange names, or "".
+func (c *c2sConn) bare() string {
+	if c.saslSt == nil || c.saslSt.user == "" {
+		return ""
+	}
+	return c.saslSt.user + "@" + c.domain
 }
 
 func (c *c2sConn) authPlain(data []byte) error {
 	parts := bytes.Split(data, []byte{0})
 	if len(parts) != 3 {
-		return c.authFailed(errors.New("malformed PLAIN message"))
+		return c.authFailed("not-authorized", "malformed PLAIN message")
 	}
 	local, err := c.localpart(string(parts[1]), string(parts[0]))
 	if err != nil {
-		return c.authFailed(err)
+		return c.authFailed("not-authorized", "invalid username or authzid")
 	}
-	cred, err := c.srv.credentials(local + "@" + c.domain)
+	c.saslSt.user = local
+	if c.srv.authGuard.locked(c.bare(), time.Now()) {
+		return c.authFailed("not-authorized", "account locked")
+	}
+	cred, err := c.srv.credentials(c.bare())
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		c.saslSt.tempErr = err
-		return c.authFailed(err)
+		return c.authFailed("temporary-auth-failure", "")
 	}
-	if err != nil || !cred.Verify(string(parts[2])) {
-		return c.authFailed(fmt.Errorf("bad password for %s", local))
+	if err != nil {
+		// Spend the time a real check takes, so the answer's timing
+		// does not tell that the account does not exist.
+		salt, salted, iter := fakeSCRAM(c.srv.cfg.AuthSecret, mechSCRAMSHA256, c.bare())
+		fake := storage.Credentials{SHA256: storage.ScramKeys{Salt: salt, SaltedPassword: salted, Iterations: int(iter)}}
+		_ = fake.Verify(string(parts[2]))
+		return c.authFailed("not-authorized", "unknown account")
+	}
+	if !cred.Verify(string(parts[2])) {
+		return c.authFailed("not-authorized", "wrong password")
 	}
 	return c.authSucceeded(local, nil)
 }
 
-func (c *c2sConn) authFailed(reason error) error {
+// authFailed ends the exchange with a failure of condition cond (reason
+// is for the log only and must not hold secrets): it is counted against
+// the address and the account, answered after the address's delay, and
+// the stream is closed after maxAuthAttempts failures.
+func (c *c2sConn) authFailed(cond, reason string) error {
 	st := c.saslSt
+	defer c.endExchange()
 	if st.tempErr != nil {
 		// RFC 6120 §6.5.12: the store is unreachable; the client may retry.
-		c.log.Warn().Err(st.tempErr).Msg("authentication impossible: store unavailable")
+		c.log.Warn().Err(st.tempErr).Str("account", c.bare()).Msg("authentication impossible: store unavailable")
 		st.tempErr = nil
-		return c.saslFailure("temporary-auth-failure")
+		return c.saslFailure("temporary-auth-failure", "")
 	}
 	st.attempts++
 	c.srv.stats.AuthFailures.Add(1)
-	ip := remoteIP(c.raw)
-	delay := c.srv.authFail.fail(ip)
-	c.log.Info().Str("mechanism", st.mech).Str("user", st.user).Dur("delay", delay).Str("reason", reason.Error()).Msg("authentication failed")
-	if delay > 0 {
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-c.srv.ctx.Done():
-			t.Stop()
-		}
+	now := time.Now()
+	account := c.bare()
+	delay := c.srv.authGuard.fail(remoteIP(c.raw), account, now)
+	text := ""
+	if c.srv.authGuard.locked(account, now) {
+		text = lockedText
 	}
-	if err := c.saslFailure("not-authorized"); err != nil {
+	c.log.Warn().Str("account", account).Str("mechanism", st.mech).Str("reason", reason).
+		Bool("locked", text != "").Dur("delay", delay).Int("attempt", st.attempts).Msg("authentication failed")
+	if !c.sleep(delay) {
+		return errors.New("server: shutting down")
+	}
+	if err := c.saslFailure(cond, text); err != nil {
 		return err
 	}
 	if st.attempts >= maxAuthAttempts {
@@ -226,7 +320,29 @@ func (c *c2sConn) authFailed(reason error) error {
 	return nil
 }
 
+// sleep waits d (the address's penalty); false when the server stops.
+func (c *c2sConn) sleep(d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.srv.loops.Done(): // Shutdown began
+		return false
+	}
+}
+
 func (c *c2sConn) authSucceeded(local string, final []byte) error {
+	defer c.endExchange()
+	// An address in penalty waits for every answer, success too: a
+	// correct guess must cost what a wrong one does.
+	if !c.sleep(c.srv.authGuard.delay(remoteIP(c.raw), time.Now())) {
+		return errors.New("server: shutting down")
+	}
+	c.srv.authGuard.succeed(local + "@" + c.domain)
 	b := []byte("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'")
 	if len(final) > 0 {
 		b = append(b, '>')
@@ -252,13 +368,7 @@ func (s *Server) credentials(bare string) (storage.Credentials, error) {
 	return s.store.Users().GetCredentials(ctx, bare)
 }
 
-func remoteIP(c net.Conn) string {
-	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
-	if err != nil {
-		return c.RemoteAddr().String()
-	}
-	return host
-}
+func remoteIP(c net.Conn) string { return connlimit.IP(c) }
 
 func contains(list []string, s string) bool {
 	for _, x := range list {
@@ -267,65 +377,4 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// failLimiter slows down repeated failed logins from one address: the
-// first few failures within the window are answered at once, then each one
-// waits twice as long as the previous, up to 5s.
-type failLimiter struct {
-	mu     sync.Mutex
-	free   int
-	window time.Duration
-	byIP   map[string]*failCount
-}
-
-type failCount struct {
-	n    int
-	last time.Time
-}
-
-func (l *failLimiter) init(free int, window time.Duration) {
-	l.free, l.window, l.byIP = free, window, make(map[string]*failCount)
-}
-
-// fail records a failure from ip and returns how long to wait before
-// answering it.
-func (l *failLimiter) fail(ip string) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := time.Now()
-	fc := l.byIP[ip]
-	if fc == nil || now.Sub(fc.last) > l.window {
-		fc = &failCount{}
-		l.byIP[ip] = fc
-	}
-	fc.n++
-	fc.last = now
-	if fc.n <= l.free {
-		return 0
-	}
-	d := 250 * time.Millisecond << min(fc.n-l.free-1, 5)
-	return min(d, 5*time.Second)
-}
-
-// pruneLoop returns the loop that forgets old entries.
-func (l *failLimiter) pruneLoop(ctx context.Context) func() {
-	return func() {
-		t := time.NewTicker(time.Minute)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				l.mu.Lock()
-				for ip, fc := range l.byIP {
-					if now.Sub(fc.last) > l.window {
-						delete(l.byIP, ip)
-					}
-				}
-				l.mu.Unlock()
-			}
-		}
-	}
 }

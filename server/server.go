@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"xcollect.dev/xcollect/internal/connlimit"
 	"xcollect.dev/xcollect/storage"
 )
 
@@ -59,8 +60,10 @@ type Server struct {
 	standby    atomic.Value  // string: the standby of replicaLoop's last pass
 	leaving    atomic.Bool   // LeaveCluster ran: no more copies
 	epoch      int64         // start time: tells a restarted node from the old one
-	authFail   failLimiter
-	iqs        iqTable // the IQs the server answers itself
+	iqs        iqTable       // the IQs the server answers itself
+	authGuard  authGuard
+	connLimit  *connlimit.Limiter
+	refusing   atomic.Int32 // connections being refused (stream error being written)
 	stats      Stats
 	// offlineMu serialises offline delivery per account (striped by bare
 	// JID): two sessions logging in at once must not both fetch the same
@@ -116,7 +119,12 @@ func New(cfg Config, store storage.Store) (*Server, error) {
 	s.epoch = mrand.Int64() // not a clock: a restarted node only needs a different one
 	s.repKick = make(chan struct{}, 1)
 	s.iqs = s.iqServices()
-	s.authFail.init(cfg.AuthFailuresBeforeDelay, cfg.AuthFailureWindow)
+	s.authGuard.init(cfg.Auth)
+	s.connLimit = connlimit.New(cfg.MaxConns, cfg.MaxConnsPerAddr)
+	if len(cfg.AuthSecret) == 0 {
+		s.cfg.AuthSecret = make([]byte, 32)
+		_, _ = rand.Read(s.cfg.AuthSecret) // crypto/rand.Read never fails (Go 1.24+)
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.loops, s.stopLoops = context.WithCancel(s.ctx)
 	return s, nil
@@ -176,7 +184,7 @@ func (s *Server) Start() error {
 		}
 	}
 	s.spawn(s.offlineExpiryLoop)
-	s.spawn(s.authFail.pruneLoop(s.loops))
+	s.spawn(s.authGuard.pruneLoop(s.loops))
 	if s.cluster != nil && s.cfg.SMResumeTimeout > 0 {
 		s.spawn(s.replicaLoop)
 	}

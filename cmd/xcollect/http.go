@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -31,8 +29,10 @@ func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *ser
 		return done, nil
 	}
 	d := httpapi.Deps{
-		Pprof:  pprofOn,
-		Health: store.Ping,
+		Pprof:        pprofOn,
+		AdminToken:   f.HTTP.AdminToken,
+		Health:       store.Ping,
+		HealthFailed: func(err error) { log.Warn().Err(err).Msg("healthz: store unreachable") },
 		Self: func() httpapi.Node {
 			return httpapi.Node{Name: f.Node.Name, C2S: *f.Listeners.C2S, C2STLS: *f.Listeners.C2STLS,
 				Component: *f.Listeners.Component, HTTP: addr, Sessions: int(srv.Stats().Sessions.Load())}
@@ -56,7 +56,12 @@ func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *ser
 	if err != nil {
 		return nil, fmt.Errorf("listen http on %s: %w", addr, err)
 	}
-	hs := &http.Server{Handler: httpapi.Handler(d), ReadHeaderTimeout: 5 * time.Second}
+	lim := httpapi.DefaultLimits()
+	lim.MaxConns = f.HTTP.MaxConnections
+	hs, lln := httpapi.NewServer(httpapi.Handler(d), ln, lim)
+	if f.HTTP.AdminToken == "" {
+		log.Info().Msg("http: /v1/status and /debug/pprof/ are not served: set http.admin_token (or XCOLLECT_ADMIN_TOKEN)")
+	}
 	log.Info().Str("listener", "http").Str("addr", ln.Addr().String()).Msg("listening")
-	return httpapi.ServeUntil(ctx, hs, ln, func(err error) { log.Error().Err(err).Msg("http server") }, nil), nil
+	return httpapi.ServeUntil(ctx, hs, lln, func(err error) { log.Error().Err(err).Msg("http server") }, nil), nil
 }

@@ -2,11 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -23,17 +29,21 @@ const serveHelp = `xcollect serve — run a node
 
   xcollect serve                          localhost on the embedded store in ./data
   xcollect serve --config xcollect.yaml   as configured (see deployments/xcollect.example.yaml)
-  xcollect serve --check-config ...       load and validate the configuration, then exit`
+  xcollect serve --check-config ...       validate the configuration, print the listeners serve opens, exit
+
+  Secrets from the environment: XCOLLECT_CLUSTER_KEY, XCOLLECT_ADMIN_TOKEN
+  (unlocks /v1/status and --pprof on the HTTP port, which listens on
+  127.0.0.1:5280 unless listeners.http says otherwise), XCOLLECT_AUTH_SECRET.`
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", serveHelp, stderr)
 	var c common
 	c.register(fs)
-	check := fs.Bool("check-config", false, "validate the configuration and exit")
+	check := fs.Bool("check-config", false, "validate the configuration, print the listeners and exit")
 	c2s := fs.String("c2s", "", "STARTTLS client listener address (overrides listeners.c2s)")
 	c2sTLS := fs.String("c2s-tls", "", "direct TLS client listener address (overrides listeners.c2s_tls)")
 	compAddr := fs.String("component", "", "XEP-0114 component listener address (overrides listeners.component)")
-	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on the HTTP listener (profiling)")
+	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on the HTTP listener (profiling; needs http.admin_token)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -56,7 +66,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	scfg := serverConfig(f, tlsCfg, log)
-	ccfg := componentConfig(f, log)
+	ccfg := componentConfig(f, tlsCfg, log)
 	if err := scfg.Validate(); err != nil {
 		return err
 	}
@@ -70,8 +80,22 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	if *check {
+		// The cluster part too, as serve would build it.
+		if f.Cluster.Enabled() {
+			clcfg, err := clusterConfig(f, log)
+			if err != nil {
+				return err
+			}
+			if err := clcfg.Validate(); err != nil {
+				return err
+			}
+		}
 		fmt.Fprintln(stdout, "configuration ok")
+		fmt.Fprintln(stdout, "listeners: "+listenerSummary(f))
 		return nil
+	}
+	if scfg.AuthSecret, err = authSecret(f); err != nil {
+		return err
 	}
 	store, kind, err := openStore(ctx, f, log)
 	if err != nil {
@@ -169,8 +193,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		stops = append(stops, func() { <-sockDone })
 	}
-	log.Info().Strs("domains", f.Domains).Str("store", kind).Str("c2s", *f.Listeners.C2S).
-		Str("c2s_tls", *f.Listeners.C2STLS).Str("component", *f.Listeners.Component).
+	log.Info().Strs("domains", f.Domains).Str("store", kind).Str("listeners", listenerSummary(f)).
 		Int("components", len(f.Components)).Msg("xcollect node started")
 	<-ctx.Done()
 	log.Info().Msg("shutting down")
@@ -226,15 +249,27 @@ func serverConfig(f config.File, tlsCfg *tls.Config, log zerolog.Logger) server.
 	c.OfflineExpiry = f.Offline.Expiry
 	c.OfflineLimit = f.Offline.MaxPerUser
 	c.SMResumeTimeout = *f.SM.ResumeTimeout
+	c.MaxConns = f.Limits.MaxConnections
+	c.MaxConnsPerAddr = f.Limits.MaxConnectionsPerAddress
+	c.Auth = server.AuthLimits{
+		FreeFailures: f.Auth.FreeFailures, Window: f.Auth.FailureWindow, MaxDelay: f.Auth.MaxDelay,
+		MaxConcurrent: f.Auth.MaxConcurrent, AccountFailures: f.Auth.AccountFailures,
+		AccountWindow: f.Auth.AccountWindow, AccountLockout: f.Auth.AccountLockout,
+		MaxAccountLockout: f.Auth.MaxAccountLockout,
+	}
 	c.Version = version
 	c.NodeName = f.Node.Name
 	c.Logger = log
 	return c
 }
 
-func componentConfig(f config.File, log zerolog.Logger) component.Config {
+func componentConfig(f config.File, tlsCfg *tls.Config, log zerolog.Logger) component.Config {
 	c := component.DefaultConfig()
 	c.Addr = *f.Listeners.Component
+	c.TLSAddr = *f.Listeners.ComponentTLS
+	c.TLS = tlsCfg
+	c.MaxConns = f.Limits.ComponentMaxConnections
+	c.MaxConnsPerAddr = f.Limits.ComponentMaxConnectionsPerAddr
 	c.Logger = log
 	c.LeaseDuration = f.Cluster.QueueLease
 	for _, s := range f.Components {
@@ -244,4 +279,56 @@ func componentConfig(f config.File, log zerolog.Logger) component.Config {
 		})
 	}
 	return c
+}
+
+// listenerSummary names every listener with its address or "off", as
+// serve opens them.
+func listenerSummary(f config.File) string {
+	var b strings.Builder
+	for _, l := range []struct{ name, addr string }{
+		{"c2s", *f.Listeners.C2S}, {"c2s_tls", *f.Listeners.C2STLS}, {"component", *f.Listeners.Component},
+		{"component_tls", *f.Listeners.ComponentTLS}, {"http", *f.Listeners.HTTP},
+	} {
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		addr := l.addr
+		if addr == "" {
+			addr = "off"
+		}
+		b.WriteString(l.name + "=" + addr)
+	}
+	return b.String()
+}
+
+// authSecret is the secret behind the fake SCRAM salts of unknown
+// accounts: auth.secret, else derived from the cluster key (the same on
+// every node), else a random one kept in data_dir/auth.secret (the same
+// across restarts).
+func authSecret(f config.File) ([]byte, error) {
+	if f.Auth.Secret != "" {
+		return []byte(f.Auth.Secret), nil
+	}
+	if f.Cluster.Key != "" {
+		h := hmac.New(sha256.New, []byte(f.Cluster.Key))
+		h.Write([]byte("xcollect auth secret"))
+		return h.Sum(nil), nil
+	}
+	path := filepath.Join(f.DataDir, "auth.secret")
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil && len(b) >= 32:
+		return b, nil
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("auth secret: read %s: %w", path, err)
+	}
+	b = make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	if err := os.MkdirAll(f.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("auth secret: %w", err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("auth secret: write %s: %w", path, err)
+	}
+	return b, nil
 }

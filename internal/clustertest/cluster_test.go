@@ -145,6 +145,7 @@ cluster:
 		if netns != nil {
 			n.cmd = exec.Command("ip", "netns", "exec", netns[i], binPath, "serve", "--config", p)
 		}
+		n.cmd.Env = append(os.Environ(), "XCOLLECT_ADMIN_TOKEN="+adminToken) // for /v1/status
 		n.cmd.Stderr = lockedWriter{n}
 		n.cmd.Stdout = lockedWriter{n}
 		if err := n.cmd.Start(); err != nil {

@@ -163,8 +163,16 @@ func (d *device) session(c *xmpptest.Conn, until time.Time, max int) {
 	}
 }
 
+// adminToken unlocks the nodes' /v1/status (XCOLLECT_ADMIN_TOKEN).
+const adminToken = "clustertest-admin-token"
+
 func status(t *testing.T, httpAddr string) (directory int, members int) {
-	resp, err := http.Get("http://" + httpAddr + "/v1/status")
+	req, err := http.NewRequest("GET", "http://"+httpAddr+"/v1/status", nil)
+	if err != nil {
+		return -1, -1
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return -1, -1
 	}

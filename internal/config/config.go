@@ -29,6 +29,8 @@ type File struct {
 	TLS        TLS         `yaml:"tls"`
 	Storage    Storage     `yaml:"storage"`
 	Limits     Limits      `yaml:"limits"`
+	Auth       Auth        `yaml:"auth"`
+	HTTP       HTTP        `yaml:"http"`
 	Offline    Offline     `yaml:"offline"`
 	SM         SM          `yaml:"stream_management"`
 	Components []Component `yaml:"components"`
@@ -48,10 +50,11 @@ type Log struct {
 
 // Listeners are the addresses the node listens on ("" disables one).
 type Listeners struct {
-	C2S       *string `yaml:"c2s"`       // STARTTLS; default ":5222"
-	C2STLS    *string `yaml:"c2s_tls"`   // direct TLS (XEP-0368); default ":5223"
-	Component *string `yaml:"component"` // XEP-0114; default ":5347"
-	HTTP      *string `yaml:"http"`      // health and /v1/connect; default ":5280"
+	C2S          *string `yaml:"c2s"`           // STARTTLS; default ":5222"
+	C2STLS       *string `yaml:"c2s_tls"`       // direct TLS (XEP-0368); default ":5223"
+	Component    *string `yaml:"component"`     // XEP-0114; default ":5347"
+	ComponentTLS *string `yaml:"component_tls"` // XEP-0114 over direct TLS; default "" (off)
+	HTTP         *string `yaml:"http"`          // health and /v1/connect; default "127.0.0.1:5280" (loopback only)
 }
 
 // TLS configures certificates.
@@ -80,6 +83,36 @@ type Limits struct {
 	NegotiationTimeout time.Duration `yaml:"negotiation_timeout"` // default 30s
 	IdleTimeout        time.Duration `yaml:"idle_timeout"`        // ping after this silence; default 5m
 	PingTimeout        time.Duration `yaml:"ping_timeout"`        // close after this without answer; default 30s
+	// Connection caps; more connections get a stream error
+	// (resource-constraint for the total, policy-violation per address).
+	MaxConnections                 int `yaml:"max_connections"`                       // c2s listeners together; default 20000
+	MaxConnectionsPerAddress       int `yaml:"max_connections_per_address"`           // c2s, one remote address; default 1000
+	ComponentMaxConnections        int `yaml:"component_max_connections"`             // component listeners together; default 1000
+	ComponentMaxConnectionsPerAddr int `yaml:"component_max_connections_per_address"` // default 50
+}
+
+// Auth limits password guessing on c2s (zero: the default).
+type Auth struct {
+	// Secret derives the fake SCRAM salt answered for unknown accounts;
+	// or XCOLLECT_AUTH_SECRET. Default: derived from cluster.key, else a
+	// random one kept in data_dir/auth.secret.
+	Secret            string        `yaml:"secret"`
+	FreeFailures      int           `yaml:"free_failures"`       // failures of one address answered at once; default 3
+	FailureWindow     time.Duration `yaml:"failure_window"`      // memory of an address's failures; default 5m
+	MaxDelay          time.Duration `yaml:"max_delay"`           // longest delay of one answer; default 5s
+	MaxConcurrent     int           `yaml:"max_concurrent"`      // SASL exchanges an address in penalty may run at once; default 3
+	AccountFailures   int           `yaml:"account_failures"`    // failures that lock an account; default 5
+	AccountWindow     time.Duration `yaml:"account_window"`      // within this; default 15m
+	AccountLockout    time.Duration `yaml:"account_lockout"`     // first lockout, doubling; default 1m
+	MaxAccountLockout time.Duration `yaml:"max_account_lockout"` // default 1h
+}
+
+// HTTP configures the HTTP listener (listeners.http).
+type HTTP struct {
+	// AdminToken unlocks /v1/status (Authorization: Bearer <token>); or
+	// XCOLLECT_ADMIN_TOKEN. Empty: /v1/status is not served.
+	AdminToken     string `yaml:"admin_token"`
+	MaxConnections int    `yaml:"max_connections"` // open connections; default 256
 }
 
 // Offline configures offline messages (XEP-0160).
@@ -158,6 +191,12 @@ func Load(path string) (File, error) {
 	if v := os.Getenv("XCOLLECT_CLUSTER_KEY"); v != "" {
 		f.Cluster.Key = v
 	}
+	if v := os.Getenv("XCOLLECT_ADMIN_TOKEN"); v != "" {
+		f.HTTP.AdminToken = v
+	}
+	if v := os.Getenv("XCOLLECT_AUTH_SECRET"); v != "" {
+		f.Auth.Secret = v
+	}
 	return f.WithDefaults(), nil
 }
 
@@ -186,7 +225,11 @@ func (f File) WithDefaults() File {
 	str(&f.Listeners.C2S, ":5222")
 	str(&f.Listeners.C2STLS, ":5223")
 	str(&f.Listeners.Component, ":5347")
-	str(&f.Listeners.HTTP, ":5280")
+	str(&f.Listeners.ComponentTLS, "")
+	str(&f.Listeners.HTTP, "127.0.0.1:5280")
+	if f.HTTP.MaxConnections == 0 {
+		f.HTTP.MaxConnections = 256
+	}
 	if f.TLS.Require == nil {
 		t := true
 		f.TLS.Require = &t
@@ -274,6 +317,15 @@ func (f File) Validate() error {
 	}
 	if f.Cluster.QueueLease < 2*time.Second {
 		add("cluster.queue_lease: %v: must be at least 2s (leases are renewed every third of it)", f.Cluster.QueueLease)
+	}
+	if f.Limits.MaxConnections < 0 || f.Limits.MaxConnectionsPerAddress < 0 || f.Limits.ComponentMaxConnections < 0 || f.Limits.ComponentMaxConnectionsPerAddr < 0 {
+		add("limits: connection caps must not be negative (0 = the default)")
+	}
+	if f.HTTP.MaxConnections < 0 {
+		add("http.max_connections: %d: must not be negative", f.HTTP.MaxConnections)
+	}
+	if f.HTTP.AdminToken != "" && len(f.HTTP.AdminToken) < 16 {
+		add("http.admin_token: too short: use at least 16 characters (e.g. openssl rand -hex 16)")
 	}
 	if f.Limits.MaxStanzaBytes != 0 && f.Limits.MaxStanzaBytes < 4096 {
 		add("limits.max_stanza_bytes: %d: must be at least 4096", f.Limits.MaxStanzaBytes)

@@ -1,18 +1,24 @@
-// Package httpapi serves a node's HTTP port (5280 by default): GET /healthz
-// (the store answers), GET /v1/connect (the addresses of the best node for
-// a new client or processor, JSON), GET /v1/status (this node's view of
-// the cluster, JSON) and, when enabled, /debug/pprof/. It holds no state: every answer comes from the
-// functions in Deps.
+// Package httpapi serves a node's HTTP port (127.0.0.1:5280 by default):
+// GET /healthz ("ok" or "not ok", nothing else), GET /v1/connect (the
+// addresses of the best node for a new client or processor, JSON), and,
+// only with the admin token, GET /v1/status (this node's view of the
+// cluster, JSON) and /debug/pprof/ when enabled. It holds no state: every
+// answer comes from the functions in Deps.
 package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
 // Node is a node's advertised addresses and load.
@@ -34,9 +40,37 @@ type Deps struct {
 	Nodes     func() []Node
 	Best      func() (Node, bool)
 	Directory func() int
+	// HealthFailed, if set, gets the error behind a "not ok" (for the log;
+	// the answer does not show it).
+	HealthFailed func(error)
+	// AdminToken unlocks /v1/status and /debug/pprof/ with
+	// "Authorization: Bearer <token>". Empty: they are not served.
+	AdminToken string
 	// Pprof mounts net/http/pprof under /debug/pprof/ (profiling; off by
-	// default since it exposes internals).
+	// default since it exposes internals), behind the admin token.
 	Pprof bool
+}
+
+// admin wraps h so that it answers only requests with the admin token;
+// without a configured token it answers 404.
+func admin(token string, h http.HandlerFunc) http.HandlerFunc {
+	want := sha256.Sum256([]byte(token))
+	return func(w http.ResponseWriter, r *http.Request) {
+		if token == "" {
+			http.Error(w, "not served: no http.admin_token configured", http.StatusNotFound)
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		// Compare digests: constant time, and the length of the token does
+		// not show either.
+		sum := sha256.Sum256([]byte(got))
+		if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="xcollect"`)
+			http.Error(w, "admin token required", http.StatusUnauthorized)
+			return
+		}
+		h(w, r)
+	}
 }
 
 // Handler returns the API's http.Handler.
@@ -46,7 +80,10 @@ func Handler(d Deps) http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := d.Health(ctx); err != nil {
-			http.Error(w, "store unreachable: "+err.Error(), http.StatusServiceUnavailable)
+			if d.HealthFailed != nil {
+				d.HealthFailed(err)
+			}
+			http.Error(w, "not ok", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n")) // a failed write means the client left
@@ -60,7 +97,7 @@ func Handler(d Deps) http.Handler {
 		}
 		writeJSON(w, withHost(n, r.Host))
 	})
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /v1/status", admin(d.AdminToken, func(w http.ResponseWriter, r *http.Request) {
 		st := struct {
 			Self      Node   `json:"self"`
 			Members   []Node `json:"members,omitempty"`
@@ -73,13 +110,13 @@ func Handler(d Deps) http.Handler {
 			st.Directory = d.Directory()
 		}
 		writeJSON(w, st)
-	})
+	}))
 	if d.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/", admin(d.AdminToken, pprof.Index))
+		mux.HandleFunc("/debug/pprof/cmdline", admin(d.AdminToken, pprof.Cmdline))
+		mux.HandleFunc("/debug/pprof/profile", admin(d.AdminToken, pprof.Profile))
+		mux.HandleFunc("/debug/pprof/symbol", admin(d.AdminToken, pprof.Symbol))
+		mux.HandleFunc("/debug/pprof/trace", admin(d.AdminToken, pprof.Trace))
 	}
 	return mux
 }
@@ -107,6 +144,50 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v) // a failed write means the client left
+}
+
+// Limits bound the HTTP port. Zero fields take the defaults of
+// DefaultLimits.
+type Limits struct {
+	ReadHeaderTimeout time.Duration // default 5s
+	ReadTimeout       time.Duration // whole request; default 10s
+	WriteTimeout      time.Duration // whole response; default 60s (a pprof profile takes 30s)
+	IdleTimeout       time.Duration // keep-alive connection without a request; default 30s
+	MaxHeaderBytes    int           // default 16 KiB
+	MaxConns          int           // open connections; more wait in the kernel's backlog; default 256
+}
+
+// DefaultLimits returns the defaults documented on Limits.
+func DefaultLimits() Limits {
+	return Limits{ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 60 * time.Second,
+		IdleTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10, MaxConns: 256}
+}
+
+// NewServer returns an http.Server for h with the timeouts of l, and
+// ln limited to l.MaxConns open connections.
+func NewServer(h http.Handler, ln net.Listener, l Limits) (*http.Server, net.Listener) {
+	d := DefaultLimits()
+	pick := func(v, dv time.Duration) time.Duration {
+		if v == 0 {
+			return dv
+		}
+		return v
+	}
+	if l.MaxHeaderBytes == 0 {
+		l.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	if l.MaxConns == 0 {
+		l.MaxConns = d.MaxConns
+	}
+	hs := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: pick(l.ReadHeaderTimeout, d.ReadHeaderTimeout),
+		ReadTimeout:       pick(l.ReadTimeout, d.ReadTimeout),
+		WriteTimeout:      pick(l.WriteTimeout, d.WriteTimeout),
+		IdleTimeout:       pick(l.IdleTimeout, d.IdleTimeout),
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+	}
+	return hs, netutil.LimitListener(ln, l.MaxConns)
 }
 
 // ServeUntil serves hs on ln until ctx ends, then shuts it down (5 s for

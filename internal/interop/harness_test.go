@@ -50,17 +50,20 @@ type options struct {
 	users map[string]string
 	// components are served on a XEP-0114 listener when not empty.
 	components []component.Spec
+	// componentTLS also serves them over direct TLS (listeners.component_tls).
+	componentTLS bool
 }
 
 // node is one in-process xcollect node: c2s with STARTTLS required on a
 // random 127.0.0.1 port, a self-signed certificate for example.com, an
 // embedded store in a temp dir, and optionally a component listener.
 type node struct {
-	srv   *server.Server
-	store storage.Store
-	dir   string // temp dir for the store and the clients' files
-	c2s   string // STARTTLS listener host:port
-	comp  string // component listener host:port, "" without components
+	srv     *server.Server
+	store   storage.Store
+	dir     string // temp dir for the store and the clients' files
+	c2s     string // STARTTLS listener host:port
+	comp    string // component listener host:port, "" without components
+	compTLS string // direct-TLS component listener, "" unless componentTLS
 }
 
 func startNode(t *testing.T, o options) *node {
@@ -102,6 +105,10 @@ func startNode(t *testing.T, o options) *node {
 		ccfg.Addr = "127.0.0.1:0"
 		ccfg.Components = o.components
 		ccfg.Logger = log.With().Str("side", "component").Logger()
+		if o.componentTLS {
+			ccfg.TLSAddr = "127.0.0.1:0"
+			ccfg.TLS = cfg.TLS
+		}
 		mgr, err = component.New(ccfg, store, srv, "interop")
 		if err != nil {
 			t.Fatal(err)
@@ -111,6 +118,9 @@ func startNode(t *testing.T, o options) *node {
 			t.Fatal(err)
 		}
 		n.comp = mgr.Addr().String()
+		if a := mgr.TLSAddr(); a != nil {
+			n.compTLS = a.String()
+		}
 	}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)

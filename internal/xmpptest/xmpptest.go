@@ -396,6 +396,21 @@ func TryDialComponent(addr, jid, secret string) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return negotiateComponent(nc, jid, secret)
+}
+
+// TryDialComponentTLS is TryDialComponent over direct TLS (the
+// component_tls listener).
+func TryDialComponentTLS(addr, jid, secret string, cfg *tls.Config) (*Conn, error) {
+	d := net.Dialer{Timeout: DefaultTimeout}
+	nc, err := tls.DialWithDialer(&d, "tcp", addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return negotiateComponent(nc, jid, secret)
+}
+
+func negotiateComponent(nc net.Conn, jid, secret string) (*Conn, error) {
 	n := &negotiator{nc: nc}
 	fail := func(err error) (*Conn, error) {
 		nc.Close()
