@@ -33,8 +33,9 @@ type Spec struct {
 	// MaxAge moves rows older than this to the dead letters (reason
 	// "expired"); 0 means rows never expire.
 	MaxAge time.Duration
-	// DedupeWindow drops a repeat of (sender bare JID, stanza id) within
-	// this window; 0 disables dedupe.
+	// DedupeWindow drops a repeat of (sender bare JID, XEP-0359 origin-id)
+	// within this window; 0 disables dedupe. Reports without an origin-id
+	// are never deduplicated (stanza ids repeat across streams).
 	DedupeWindow time.Duration
 }
 
