@@ -235,8 +235,12 @@ func componentConfig(f config.File, log zerolog.Logger) component.Config {
 	c.Addr = *f.Listeners.Component
 	c.Logger = log
 	c.LeaseDuration = f.Cluster.QueueLease
-	c.IdleTimeout = f.Limits.IdleTimeout // the same keepalive as c2s
-	c.PingTimeout = f.Limits.PingTimeout
+	if f.Limits.IdleTimeout > 0 { // the same keepalive as c2s; unset: the defaults
+		c.IdleTimeout = f.Limits.IdleTimeout
+	}
+	if f.Limits.PingTimeout > 0 {
+		c.PingTimeout = f.Limits.PingTimeout
+	}
 	c.Domain = f.Domains[0]
 	for _, s := range f.Components {
 		c.Components = append(c.Components, component.Spec{
