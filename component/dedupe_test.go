@@ -13,7 +13,12 @@ import (
 // all 300 reach the processor; a report whose XEP-0359 origin-id repeats
 // across reconnects (a retry) reaches it once.
 func TestDedupeOnlyOnOriginID(t *testing.T) {
-	e := startEnv(t, envOpts{specs: []component.Spec{{JID: compA, Secret: secret, DedupeWindow: 24 * time.Hour}}, quiet: true})
+	t.Run("embedded", func(t *testing.T) { testDedupeOnlyOnOriginID(t, false) })
+	t.Run("postgres", func(t *testing.T) { testDedupeOnlyOnOriginID(t, true) })
+}
+
+func testDedupeOnlyOnOriginID(t *testing.T, pg bool) {
+	e := startEnv(t, envOpts{specs: []component.Spec{{JID: compA, Secret: secret, DedupeWindow: 24 * time.Hour}}, quiet: true, postgres: pg})
 	e.user("counter")
 	e.user("retrier")
 	send := func(local string, n int, body func(i int) string) {
