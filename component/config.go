@@ -78,9 +78,10 @@ type Config struct {
 	// an XEP-0199 ping, or <r/> when it enabled XEP-0198. Default 5m.
 	IdleTimeout time.Duration
 	// PingTimeout is how long a ping (the probe, or the one that follows
-	// every batch of rows written to a component without XEP-0198) may stay
-	// unanswered before the stream is closed with connection-timeout and its
-	// rows go to the next connection. Default 30s.
+	// every batch of rows written to a component without XEP-0198), or the
+	// <r/> after rows with XEP-0198, may stay unanswered (no element at all
+	// for <r/> and the probe) before the stream is closed with
+	// connection-timeout and its rows go to the next connection. Default 30s.
 	PingTimeout time.Duration
 	// Domain is the server's domain, the 'from' of the pings. Default: the
 	// component's JID without its first label.

@@ -228,3 +228,29 @@ func TestHungComponentReplaced(t *testing.T) {
 	t.Logf("busy: replacement connected after %s", time.Since(start).Round(time.Millisecond))
 	recvAll(t, next, senders, per)
 }
+
+// TestSilentSMComponentCloses: a processor with XEP-0198 that gets rows
+// and never answers the node's <r/> (nor anything else) is closed after
+// ping_timeout; its unacked rows go to the next connection.
+func TestSilentSMComponentCloses(t *testing.T) {
+	const per = 50
+	e := startEnv(t, envOpts{quiet: true, cfg: func(c *component.Config) {
+		c.IdleTimeout = time.Hour
+		c.PingTimeout = 500 * time.Millisecond
+	}})
+	senders := []string{"s1"}
+	sendReports(t, loginSenders(t, e, senders...), per)
+	mute := e.component(compA)
+	mute.SetAutoAck(false)
+	if err := mute.EnableSM(false); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := mute.Err(wait); !strings.Contains(fmt.Sprint(err), "connection-timeout") {
+		t.Fatalf("stream ended with %v, want connection-timeout", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("closed after %s; want about ping_timeout", d)
+	}
+	recvAll(t, dialReplacement(t, e, wait), senders, per)
+}

@@ -108,6 +108,7 @@ type conn struct {
 	outSent  uint32 // outbound stanzas since <enable/>
 	unacked  []seqID
 	rPending bool
+	rSentAt  time.Time  // when the pending <r/> was queued
 	toAck    []int64    // rows delivered (acked by <a h/> or a ping answer)
 	pings    []pingWait // unanswered pings, in the order written
 	pingN    uint64     // pings sent
@@ -291,9 +292,11 @@ func (c *conn) checkAlive(now time.Time) bool {
 		return false
 	}
 	silentProbe := !c.probeAt.IsZero() && !last.After(c.probeAt)
+	silentR := c.sm && c.rPending && !last.After(c.rSentAt) // XEP-0198: <r/> for unacked rows
 	switch {
 	case len(c.pings) > 0 && now.Sub(c.pings[0].sent) >= cfg.PingTimeout,
-		silentProbe && now.Sub(c.probeAt) >= cfg.PingTimeout:
+		silentProbe && now.Sub(c.probeAt) >= cfg.PingTimeout,
+		silentR && now.Sub(c.rSentAt) >= cfg.PingTimeout:
 		c.log.Warn().Dur("ping_timeout", cfg.PingTimeout).Int("unanswered_pings", len(c.pings)).
 			Msg("component did not answer; closing its stream, its rows go to the next connection")
 		c.closeLocked(reasonTimeout, wire.ConnectionTimeout, "no answer to a ping within "+cfg.PingTimeout.String())
@@ -464,7 +467,7 @@ func (c *conn) writeLoop() {
 		c.out = nil
 		needR := c.sm && len(c.unacked) > 0 && !c.rPending
 		if needR {
-			c.rPending = true
+			c.rPending, c.rSentAt = true, time.Now()
 		}
 		probe := c.wantPing
 		c.wantPing = false
