@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"xcollect.dev/xcollect/component"
 	"xcollect.dev/xcollect/internal/xmpptest"
@@ -95,4 +97,64 @@ func reportSeq(t *testing.T, id string) int {
 		t.Fatalf("unexpected report id %q", id)
 	}
 	return s
+}
+
+// TestStoppedSlixmppComponentReplaced: a slixmpp processor stopped with
+// SIGSTOP keeps its connection; the node pings it, closes the silent
+// stream after ping_timeout, and a replacement connects and gets every
+// acknowledged report.
+func TestStoppedSlixmppComponentReplaced(t *testing.T) {
+	const total = 200
+	idle, pingTimeout := 500*time.Millisecond, time.Second
+	needSlixmpp(t)
+	n := startNode(t, options{users: users(), components: []component.Spec{{JID: compJID, Secret: compPass}},
+		componentCfg: func(c *component.Config) { c.IdleTimeout, c.PingTimeout = idle, pingTimeout }})
+	_, port, _ := strings.Cut(n.comp, ":")
+	stopped := startProc(t, "", nil, systemPython, "testdata/slixmpp_component.py", "127.0.0.1", port, compJID, compPass, "0")
+	stopped.await("online", is("event", "online"))
+	if err := stopped.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+
+	alice := xmpptest.DialC2S(t, n.c2s, domain, "alice", alicePass, xmpptest.C2SOptions{StartTLS: true, Resource: "go"})
+	if err := alice.EnableSM(false); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for i := range total {
+		fmt.Fprintf(&b, "<message to='%s' type='normal' id='r%d'><body>report %d</body></message>", compJID, i, i)
+	}
+	if err := alice.Send(b.String() + "<r xmlns='urn:xmpp:sm:3'/>"); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.WaitAck(total, waitTimeout); err != nil { // acknowledged: durable
+		t.Fatal(err)
+	}
+
+	var next *xmpptest.Conn
+	waitFor(t, "replacement connected", func() bool {
+		c, err := xmpptest.TryDialComponent(n.comp, compJID, compPass)
+		if err != nil {
+			return false
+		}
+		next = c
+		return true
+	})
+	defer next.Close()
+	took := time.Since(start)
+	t.Logf("replacement connected %s after SIGSTOP", took.Round(time.Millisecond))
+	if took > idle+pingTimeout+3*time.Second {
+		t.Fatalf("replacement took %s; want within idle + ping_timeout (+ the 2 s close grace)", took)
+	}
+	for i := range total {
+		el, err := next.Next(waitTimeout)
+		if err != nil {
+			t.Fatalf("after %d reports: %v", i, err)
+		}
+		if got := el.Get("id"); got != fmt.Sprintf("r%d", i) {
+			t.Fatalf("report %d: got %s", i, el.Raw)
+		}
+	}
+	waitFor(t, "empty queue", func() bool { return n.queuedRows(t, compJID) == 0 })
 }

@@ -50,6 +50,8 @@ type options struct {
 	users map[string]string
 	// components are served on a XEP-0114 listener when not empty.
 	components []component.Spec
+	// componentCfg, when set, adjusts the component config (timeouts).
+	componentCfg func(*component.Config)
 }
 
 // node is one in-process xcollect node: c2s with STARTTLS required on a
@@ -102,6 +104,9 @@ func startNode(t *testing.T, o options) *node {
 		ccfg.Addr = "127.0.0.1:0"
 		ccfg.Components = o.components
 		ccfg.Logger = log.With().Str("side", "component").Logger()
+		if o.componentCfg != nil {
+			o.componentCfg(&ccfg)
+		}
 		mgr, err = component.New(ccfg, store, srv, "interop")
 		if err != nil {
 			t.Fatal(err)
