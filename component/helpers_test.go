@@ -44,6 +44,8 @@ type envOpts struct {
 	// postgres runs the node on a throw-away Postgres instead of the
 	// embedded store.
 	postgres bool
+	// srvCfg, when set, adjusts the server config (e.g. resumption).
+	srvCfg func(*server.Config)
 }
 
 func startEnv(t *testing.T, o envOpts) *env {
@@ -65,7 +67,11 @@ func startEnv(t *testing.T, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Domains: []string{domain}, C2SAddr: "127.0.0.1:0", C2STLSAddr: "", RequireTLS: false, Logger: log}, st)
+	scfg := server.Config{Domains: []string{domain}, C2SAddr: "127.0.0.1:0", C2STLSAddr: "", RequireTLS: false, Logger: log}
+	if o.srvCfg != nil {
+		o.srvCfg(&scfg)
+	}
+	srv, err := server.New(scfg, st)
 	if err != nil {
 		t.Fatal(err)
 	}
