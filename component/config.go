@@ -34,8 +34,9 @@ type Spec struct {
 	// MaxAge moves rows older than this to the dead letters (reason
 	// "expired"); 0 means rows never expire.
 	MaxAge time.Duration
-	// DedupeWindow drops a repeat of (sender bare JID, stanza id) within
-	// this window; 0 disables dedupe.
+	// DedupeWindow drops a repeat of (sender bare JID, XEP-0359 origin-id)
+	// within this window; 0 disables dedupe. Reports without an origin-id
+	// are never deduplicated (stanza ids repeat across streams).
 	DedupeWindow time.Duration
 }
 
@@ -93,6 +94,18 @@ type Config struct {
 	NegotiationTimeout time.Duration
 	// WriteTimeout bounds one flush to a component. Default 30s.
 	WriteTimeout time.Duration
+	// IdleTimeout is the silence after which a component stream is probed:
+	// an XEP-0199 ping, or <r/> when it enabled XEP-0198. Default 5m.
+	IdleTimeout time.Duration
+	// PingTimeout is how long a ping (the probe, or the one that follows
+	// every batch of rows written to a component without XEP-0198), or the
+	// <r/> after rows with XEP-0198, may stay unanswered (no element at all
+	// for <r/> and the probe) before the stream is closed with
+	// connection-timeout and its rows go to the next connection. Default 30s.
+	PingTimeout time.Duration
+	// Domain is the server's domain, the 'from' of the pings. Default: the
+	// component's JID without its first label.
+	Domain string
 	// Steer, when set, is asked for each new component stream whether the
 	// processor should connect to a lighter node; ok=true answers
 	// <see-other-host/> with host (host:port). Nil (the default) never
@@ -117,6 +130,8 @@ func DefaultConfig() Config {
 		MaxConnsPerAddr:       50,
 		HandshakeFreeFailures: 2,
 		HandshakeMaxDelay:     5 * time.Second,
+		IdleTimeout:           5 * time.Minute,  // like the c2s default
+		PingTimeout:           30 * time.Second, // like the c2s default
 	}
 }
 
@@ -161,6 +176,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.PingTimeout == 0 {
+		c.PingTimeout = d.PingTimeout
 	}
 	c.Components = append([]Spec(nil), c.Components...)
 	return c
@@ -238,6 +259,17 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConns < 0 || c.MaxConnsPerAddr < 0 {
 		bad("limits.component_max_connections and limits.component_max_connections_per_address must not be negative")
+	}
+	if c.IdleTimeout <= 0 {
+		bad("idle_timeout = %s: must be > 0", c.IdleTimeout)
+	}
+	if c.PingTimeout <= 0 {
+		bad("ping_timeout = %s: must be > 0", c.PingTimeout)
+	}
+	if c.Domain != "" {
+		if j, err := jid.Parse(c.Domain); err != nil || j.String() != c.Domain || j.Localpart() != "" || j.Resourcepart() != "" {
+			bad("domain = %q: must be a normalised bare domain", c.Domain)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -54,6 +55,20 @@ type outItem struct {
 	final bool  // close the connection after writing it
 }
 
+// closeGrace is how long a closing connection's stream error may take to
+// be written (and the reader to see the end) before the socket is closed.
+const closeGrace = 2 * time.Second
+
+// pingWait is an XEP-0199 ping the node sent and the rows written before
+// it that only its answer confirms (delivery to a component without
+// XEP-0198). Any answer, result or error, proves the component read
+// everything before the ping.
+type pingWait struct {
+	id   string
+	sent time.Time
+	rows []int64
+}
+
 // seqID maps an XEP-0198 outbound sequence number to its queue row.
 type seqID struct {
 	seq uint32
@@ -83,6 +98,7 @@ type conn struct {
 	done      chan struct{} // closed when the read loop ended
 	wake      chan struct{} // wakes the writer
 	ackWake   chan struct{} // wakes the delivery loop: rows to ack
+	lastIn    atomic.Int64  // unix nanoseconds of the last element read
 
 	mu       sync.Mutex // guards everything below
 	reason   closeReason
@@ -92,7 +108,12 @@ type conn struct {
 	outSent  uint32 // outbound stanzas since <enable/>
 	unacked  []seqID
 	rPending bool
-	toAck    []int64 // rows delivered (flushed or acked by the component)
+	rSentAt  time.Time  // when the pending <r/> was queued
+	toAck    []int64    // rows delivered (acked by <a h/> or a ping answer)
+	pings    []pingWait // unanswered pings, in the order written
+	pingN    uint64     // pings sent
+	wantPing bool       // the keepalive asks the writer for a ping
+	probeAt  time.Time  // when the idle probe was sent; zero: none pending
 }
 
 func newConn(m *Manager, nc net.Conn) *conn {
@@ -132,6 +153,7 @@ func (c *conn) serve() {
 	}
 	defer c.m.goOffline(c.jid)
 	c.log.Info().Str("owner", c.owner()).Msg("component online")
+	c.lastIn.Store(time.Now().UnixNano())
 	writerDone := make(chan struct{})
 	if !c.m.spawn(func() { defer close(writerDone); c.writeLoop() }) {
 		return
@@ -140,9 +162,14 @@ func (c *conn) serve() {
 	if !c.m.spawn(func() { defer close(deliverDone); c.deliverLoop(writerDone) }) {
 		close(deliverDone)
 	}
+	keepDone := make(chan struct{})
+	if !c.m.spawn(func() { defer close(keepDone); c.keepaliveLoop() }) {
+		close(keepDone)
+	}
 	err := c.readLoop()
 	c.connLost(err)
 	close(c.done)
+	<-keepDone
 	<-deliverDone
 	<-writerDone
 	c.mu.Lock()
@@ -158,6 +185,7 @@ func (c *conn) readLoop() error {
 		if err != nil {
 			return err
 		}
+		c.lastIn.Store(time.Now().UnixNano())
 		// The delivery loop starts at the first element, but only after it
 		// was handled, so an <enable/> is in force before any row is sent.
 		first := func() { c.firstOnce.Do(func() { close(c.first) }) }
@@ -173,7 +201,9 @@ func (c *conn) readLoop() error {
 				c.closeWithError(reasonInvalidFrom, invalidFrom, "'from' must be "+c.jid+" or a JID at it")
 				return errClosed
 			}
-			c.m.router.RouteFromComponent(c.jid, el)
+			if !c.pingAnswered(el) {
+				c.m.router.RouteFromComponent(c.jid, el)
+			}
 			c.mu.Lock()
 			if c.sm {
 				c.inH++
@@ -190,6 +220,99 @@ func (c *conn) readLoop() error {
 			return errClosed
 		}
 	}
+}
+
+// pingAnswered reports whether el answers one of the node's pings and, if
+// so, confirms the rows written before that ping (and before every earlier
+// one: the component reads in order).
+func (c *conn) pingAnswered(el *wire.Element) bool {
+	if el.Name.Local != "iq" || (el.Get("type") != "result" && el.Get("type") != "error") {
+		return false
+	}
+	id := el.Get("id")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.pings {
+		if c.pings[k].id != id {
+			continue
+		}
+		n := len(c.toAck)
+		for _, p := range c.pings[:k+1] {
+			c.toAck = append(c.toAck, p.rows...)
+		}
+		c.pings = append(c.pings[:0], c.pings[k+1:]...)
+		if len(c.toAck) > n {
+			signal(c.ackWake)
+		}
+		return true
+	}
+	return false
+}
+
+// pingLocked registers a ping that confirms rows and returns its bytes.
+// Called with c.mu held, before the ping is written.
+func (c *conn) pingLocked(rows []int64) []byte {
+	c.pingN++
+	id := "xc-" + c.id + "-" + strconv.FormatUint(c.pingN, 10)
+	c.pings = append(c.pings, pingWait{id: id, sent: time.Now(), rows: rows})
+	return []byte("<iq type='get' id='" + id + "' from='" + wire.Escape(c.m.domainOf(c.jid)) +
+		"' to='" + wire.Escape(c.jid) + "'><ping xmlns='urn:xmpp:ping'/></iq>")
+}
+
+// keepaliveLoop probes an idle component (a ping, or <r/> with XEP-0198)
+// and closes the stream with connection-timeout when a ping or the probe
+// stays unanswered for PingTimeout, so that a hung processor gives way to
+// its replacement and its rows go to the next connection. It ends with the
+// read loop.
+func (c *conn) keepaliveLoop() {
+	cfg := c.m.cfg
+	every := min(max(min(cfg.IdleTimeout, cfg.PingTimeout)/4, 10*time.Millisecond), time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case now := <-t.C:
+			if !c.checkAlive(now) {
+				return
+			}
+		}
+	}
+}
+
+// checkAlive runs one keepalive step at now; false when the connection is
+// closing.
+func (c *conn) checkAlive(now time.Time) bool {
+	cfg := c.m.cfg
+	last := time.Unix(0, c.lastIn.Load())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reason != reasonNone {
+		return false
+	}
+	silentProbe := !c.probeAt.IsZero() && !last.After(c.probeAt)
+	silentR := c.sm && c.rPending && !last.After(c.rSentAt) // XEP-0198: <r/> for unacked rows
+	switch {
+	case len(c.pings) > 0 && now.Sub(c.pings[0].sent) >= cfg.PingTimeout,
+		silentProbe && now.Sub(c.probeAt) >= cfg.PingTimeout,
+		silentR && now.Sub(c.rSentAt) >= cfg.PingTimeout:
+		c.log.Warn().Dur("ping_timeout", cfg.PingTimeout).Int("unanswered_pings", len(c.pings)).
+			Msg("component did not answer; closing its stream, its rows go to the next connection")
+		c.closeLocked(reasonTimeout, wire.ConnectionTimeout, "no answer to a ping within "+cfg.PingTimeout.String())
+		return false
+	case !c.probeAt.IsZero() && !silentProbe:
+		c.probeAt = time.Time{} // answered
+	case c.probeAt.IsZero() && now.Sub(last) >= cfg.IdleTimeout:
+		c.probeAt = now
+		if c.sm {
+			c.queue(outItem{b: []byte("<r xmlns='urn:xmpp:sm:3'/>")})
+		} else {
+			c.wantPing = true
+			signal(c.wake)
+		}
+	}
+	return true
 }
 
 // fromOK reports whether from is the component's domain or a JID at it.
@@ -304,9 +427,10 @@ func (c *conn) closeLocked(reason closeReason, cond, text string) {
 	c.reason = reason
 	c.queue(outItem{b: wire.StreamError(cond, "", text), final: true})
 	c.log.Debug().Stringer("reason", reason).Str("condition", cond).Msg("closing component stream")
-	// Closing only the read side is not possible; a deadline unblocks the
-	// reader if the peer keeps the socket open.
-	_ = c.nc.SetReadDeadline(time.Now().Add(2 * time.Second)) // fails only on a closed conn
+	// Closing only the read side is not possible; deadlines unblock the
+	// reader if the peer keeps the socket open, and a writer stuck on a
+	// peer that does not read.
+	_ = c.nc.SetDeadline(time.Now().Add(closeGrace)) // fails only on a closed conn
 }
 
 // connLost records why the read loop ended and sends what is owed.
@@ -330,23 +454,26 @@ func (c *conn) connLost(err error) {
 	}
 }
 
-// writeLoop drains the outbound queue onto nc, one flush per batch, and
-// requests acks after stanzas when XEP-0198 is on. It closes nc when it
-// returns.
+// writeLoop drains the outbound queue onto nc, one flush per batch. After
+// stanzas it requests acks when XEP-0198 is on; without it, it follows the
+// rows of each batch with a ping whose answer confirms them (pingLocked).
+// It closes nc when it returns.
 func (c *conn) writeLoop() {
 	bw := bufio.NewWriterSize(c.nc, 16<<10)
 	defer c.nc.Close()
-	var flushed []int64
 	for {
 		c.mu.Lock()
 		items := c.out
 		c.out = nil
 		needR := c.sm && len(c.unacked) > 0 && !c.rPending
 		if needR {
-			c.rPending = true
+			c.rPending, c.rSentAt = true, time.Now()
 		}
+		probe := c.wantPing
+		c.wantPing = false
+		closing := c.reason != reasonNone
 		c.mu.Unlock()
-		if len(items) == 0 && !needR {
+		if len(items) == 0 && !needR && !probe {
 			select {
 			case <-c.wake:
 				continue
@@ -360,24 +487,34 @@ func (c *conn) writeLoop() {
 			}
 			continue
 		}
-		if err := c.nc.SetWriteDeadline(time.Now().Add(c.m.cfg.WriteTimeout)); err != nil {
+		timeout := c.m.cfg.WriteTimeout
+		if closing {
+			timeout = closeGrace
+		}
+		if err := c.nc.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
 			c.writeFailed(err)
 			return
 		}
 		final := false
-		flushed = flushed[:0]
+		var plain []int64 // rows that only a ping answer confirms
 		for _, it := range items {
 			if _, err := bw.Write(it.b); err != nil {
 				c.writeFailed(err)
 				return
 			}
 			if it.id != 0 && !it.sm {
-				flushed = append(flushed, it.id)
+				plain = append(plain, it.id)
 			}
 			if it.final {
 				final = true
 				break
 			}
+		}
+		if (len(plain) > 0 || probe) && !final {
+			c.mu.Lock()
+			ping := c.pingLocked(plain)
+			c.mu.Unlock()
+			_, _ = bw.Write(ping) // an error shows at Flush
 		}
 		if needR && !final {
 			_, _ = bw.WriteString("<r xmlns='urn:xmpp:sm:3'/>") // an error shows at Flush
@@ -385,13 +522,6 @@ func (c *conn) writeLoop() {
 		if err := bw.Flush(); err != nil {
 			c.writeFailed(err)
 			return
-		}
-		if len(flushed) > 0 {
-			// Plain XEP-0114: delivery-on-write.
-			c.mu.Lock()
-			c.toAck = append(c.toAck, flushed...)
-			c.mu.Unlock()
-			signal(c.ackWake)
 		}
 		if final {
 			return

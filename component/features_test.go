@@ -49,7 +49,12 @@ func TestDedupe(t *testing.T) {
 	if err := c.EnableSM(false); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{report("dup", 1), report("dup", 1), report("dup", 2)} {
+	// The sender asserts uniqueness with XEP-0359 origin-ids: a repeat is
+	// dropped (TestDedupeOnlyOnOriginID: a repeated stanza id is not).
+	withOrigin := func(s, id string) string {
+		return strings.Replace(s, "</message>", "<origin-id xmlns='urn:xmpp:sid:0' id='"+id+"'/></message>", 1)
+	}
+	for _, s := range []string{withOrigin(report("dup", 1), "o1"), withOrigin(report("dup", 1), "o1"), withOrigin(report("dup", 2), "o2")} {
 		if err := c.Send(s); err != nil {
 			t.Fatal(err)
 		}

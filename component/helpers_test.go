@@ -9,11 +9,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"xcollect.dev/xcollect/component"
+	"xcollect.dev/xcollect/internal/pgtest"
 	"xcollect.dev/xcollect/internal/wire"
 	"xcollect.dev/xcollect/internal/xmpptest"
 	"xcollect.dev/xcollect/server"
 	"xcollect.dev/xcollect/storage"
 	"xcollect.dev/xcollect/storage/embedded"
+	"xcollect.dev/xcollect/storage/postgres"
 )
 
 var _ server.Queuer = (*component.Manager)(nil)
@@ -27,7 +29,7 @@ const (
 
 type env struct {
 	t     *testing.T
-	store *embedded.Store
+	store storage.Store
 	srv   *server.Server
 	mgr   *component.Manager
 	c2s   string
@@ -39,6 +41,11 @@ type envOpts struct {
 	sync  bool // fsync commits (throughput test)
 	cfg   func(*component.Config)
 	quiet bool // log warnings only
+	// postgres runs the node on a throw-away Postgres instead of the
+	// embedded store.
+	postgres bool
+	// srvCfg, when set, adjusts the server config (e.g. resumption).
+	srvCfg func(*server.Config)
 }
 
 func startEnv(t *testing.T, o envOpts) *env {
@@ -47,11 +54,24 @@ func startEnv(t *testing.T, o envOpts) *env {
 	if o.quiet {
 		log = log.Level(zerolog.WarnLevel)
 	}
-	st, err := embedded.Open(t.TempDir()+"/store.db", embedded.Options{NoSync: !o.sync, Logger: log})
+	var st storage.Store
+	var err error
+	if o.postgres {
+		pg := pgtest.Start(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		st, err = postgres.Open(ctx, postgres.Config{DSN: pg.DSN(), Logger: log})
+		cancel()
+	} else {
+		st, err = embedded.Open(t.TempDir()+"/store.db", embedded.Options{NoSync: !o.sync, Logger: log})
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Domains: []string{domain}, C2SAddr: "127.0.0.1:0", C2STLSAddr: "", RequireTLS: false, Logger: log}, st)
+	scfg := server.Config{Domains: []string{domain}, C2SAddr: "127.0.0.1:0", C2STLSAddr: "", RequireTLS: false, Logger: log}
+	if o.srvCfg != nil {
+		o.srvCfg(&scfg)
+	}
+	srv, err := server.New(scfg, st)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,6 +129,18 @@ func (m *Manager) Submit(item storage.QueueItem, done func(storage.EnqueueResult
 		return
 	}
 	m.c.submit(item, done)
+}
+
+// domainOf returns the server domain that pings component: Config.Domain,
+// else the component's JID without its first label.
+func (m *Manager) domainOf(component string) string {
+	if m.cfg.Domain != "" {
+		return m.cfg.Domain
+	}
+	if _, parent, ok := strings.Cut(component, "."); ok && parent != "" {
+		return parent
+	}
+	return component
 }
 
 // limits returns component's queue limits for Enqueue.

@@ -305,6 +305,11 @@ for r in $(seq 1 "$RUNS"); do
 		log "run $r: $s"
 		one reports "$s" "$r" -scenario reports -n "$CLIENTS" -w "$WINDOW" -d "$DUR"
 		one reports-rate "$s" "$r" -scenario reports -n "$CLIENTS" -w "$WINDOW" -d "$DUR" -rate "$RATE"
+		case "$s" in xcollect-embedded | xcollect-postgres)
+			# The processor without XEP-0198 (slixmpp, xmpp.js): the node
+			# pings after each batch and deletes rows on the answer.
+			one reports-plain-component "$s" "$r" -scenario reports -n "$CLIENTS" -w "$WINDOW" -d "$DUR" -component-sm off
+		esac
 		if [ "$s" = xcollect-cluster3 ]; then
 			# Clients that ask for resumption (as the reporter SDK does): their
 			# XEP-0198 state is copied to a standby node, acks wait for it.

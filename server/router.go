@@ -102,8 +102,12 @@ func (s *Server) deliverToComponent(st *stanza, component string, done func()) {
 		StanzaID:  st.id,
 		Stanza:    st.raw,
 	}
-	if st.name != "message" {
-		item.StanzaID = "" // dedupe applies to reports, not presence or IQs
+	if st.name == "message" {
+		// Only reports whose sender asserts a unique id are deduplicated:
+		// stanza ids repeat across streams. Within one XEP-0198 session the
+		// exact h of <resumed/> keeps the client from resending what was
+		// queued, so the session needs no dedupe key of its own.
+		item.OriginID = originID(st.raw)
 	}
 	s.queue.Submit(item, func(res storage.EnqueueResult, err error) {
 		switch {

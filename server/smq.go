@@ -222,7 +222,8 @@ const settleTimeout = 3 * time.Second
 // only what the server never got. If the store cannot make them durable in
 // time, the unhandled ones are forgotten: the counters restart at the
 // handled count (their late completions no longer count), the client
-// resends them, and dedupe drops repeats of those that did commit.
+// resends them, and those that did commit reach their recipient twice
+// unless they carry an XEP-0359 origin-id (queue dedupe).
 // Called without s.mu; returns with it held.
 func (s *Session) settleInbound() {
 	deadline := time.Now().Add(settleTimeout)

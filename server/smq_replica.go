@@ -47,8 +47,8 @@ import (
 // Limits, as built: the handled count in the copy is the one of the last
 // <a/> the client got (or of the detach), so a client that resumes from a
 // copy may resend stanzas the dead node had already handled after that
-// (reports are dropped by the queue's dedupe; a chat message can arrive
-// twice); when the owner and its standby die together the session is lost
+// (reports with an XEP-0359 origin-id are dropped by the queue's dedupe;
+// other reports and chat messages can arrive twice); when the owner and its standby die together the session is lost
 // (<failed/> without h). An update that cannot be queued (link down or full)
 // marks the session for a fresh snapshot on the next tick.
 

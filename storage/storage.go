@@ -120,13 +120,18 @@ type OfflineStore interface {
 
 // QueueItem is one stanza waiting for a component.
 type QueueItem struct {
-	ID        int64     // assigned by Enqueue, increasing per store
-	Component string    // component JID (domain) the stanza is for
-	Sender    string    // sender's bare JID: the ordering partition
-	From      string    // sender's full JID as stamped on the stanza
-	StanzaID  string    // the stanza's id attribute, for dedupe ("" = no dedupe)
-	Stanza    []byte    // the stanza bytes, intact
-	Enqueued  time.Time // set by Enqueue
+	ID        int64  // assigned by Enqueue, increasing per store
+	Component string // component JID (domain) the stanza is for
+	Sender    string // sender's bare JID: the ordering partition
+	From      string // sender's full JID as stamped on the stanza
+	StanzaID  string // the stanza's id attribute, kept for operators; never a dedupe key
+	// OriginID is the id the sender asserts unique for the report (XEP-0359
+	// <origin-id/>, stable across its retries): the dedupe key together with
+	// Sender; "" = never deduplicated. Enqueue reads it; it is not kept
+	// with the row (Claim and List leave it empty).
+	OriginID string
+	Stanza   []byte    // the stanza bytes, intact
+	Enqueued time.Time // set by Enqueue
 	// Attempts counts how many times the item was handed to a connection.
 	Attempts int
 	// Reason is set on dead letters: why the item left the queue.
@@ -146,7 +151,7 @@ type EnqueueResult int
 const (
 	// Queued: the item is durable in the queue.
 	Queued EnqueueResult = iota
-	// Duplicate: (Sender, StanzaID) was queued within the dedupe window; the
+	// Duplicate: (Sender, OriginID) was queued within the dedupe window; the
 	// item was not queued again but the sender may be acknowledged.
 	Duplicate
 	// Full: a limit of the component's queue was reached; nothing was stored.

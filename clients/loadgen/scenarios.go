@@ -151,6 +151,19 @@ func (r *reportRun) release(ci int) {
 	}
 }
 
+// iqReply answers an IQ request: a result to an XEP-0199 ping, else
+// service-unavailable.
+func iqReply(el *wire.Element) []byte {
+	b := []byte("<iq")
+	b = wire.AppendAttr(b, "id", el.Get("id"))
+	b = wire.AppendAttr(b, "from", el.Get("to"))
+	b = wire.AppendAttr(b, "to", el.Get("from"))
+	if strings.Contains(string(el.Raw), "urn:xmpp:ping") {
+		return append(b, " type='result'/>"...)
+	}
+	return append(b, " type='error'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"...)
+}
+
 // componentLoop reads the component stream until it ends.
 func (r *reportRun) componentLoop(c *conn, early []*wire.Element) {
 	defer close(r.compDone)
@@ -167,6 +180,12 @@ func (r *reportRun) componentLoop(c *conn, early []*wire.Element) {
 			h++
 		default:
 			return nil
+		}
+		if el.Name.Local == "iq" && (el.Get("type") == "get" || el.Get("type") == "set") {
+			// RFC 6120 §8.2.3: every request gets an answer. Without
+			// XEP-0198 an xcollect node pings after each batch and deletes
+			// the rows once the answer comes.
+			return c.write(iqReply(el))
 		}
 		if el.Name.Local != "message" || el.Get("type") == "error" {
 			return nil

@@ -62,7 +62,12 @@ func (p *Processor) serve(ctx context.Context, c *xmppc.Conn, early []*wire.Elem
 	pc := &pconn{p: p, c: c, ctx: cctx, cancel: cancel, hctx: hctx, hstop: hstop, wake: make(chan struct{}, 1), qwake: make(chan struct{}, 1),
 		iqs: make(map[string]chan *wire.Element)}
 	for _, el := range early {
-		pc.queue = append(pc.queue, entry{el: el})
+		e := entry{el: el}
+		if isPing(el) {
+			pc.out = append(pc.out, pong(el)) // the writer starts with it
+			e.done = true
+		}
+		pc.queue = append(pc.queue, e)
 	}
 	p.mu.Lock()
 	p.cur = pc
@@ -150,8 +155,33 @@ func (pc *pconn) received(el *wire.Element) {
 			e.done = true
 		}
 	}
+	if isPing(el) {
+		pc.out = append(pc.out, pong(el))
+		signal(pc.wake)
+		e.done = true
+	}
 	pc.queue = append(pc.queue, e)
 	signal(pc.qwake)
+}
+
+// pong is the answer to the ping el. The SDK answers XEP-0199 pings
+// itself: before <enabled/> the node confirms what it delivered with a
+// ping and deletes the rows on the answer; later it pings an idle stream.
+func pong(el *wire.Element) []byte {
+	b := []byte("<iq type='result'")
+	b = wire.AppendAttr(b, "id", el.Get("id"))
+	b = wire.AppendAttr(b, "from", el.Get("to"))
+	b = wire.AppendAttr(b, "to", el.Get("from"))
+	return append(b, "/>"...)
+}
+
+// isPing reports whether el is an XEP-0199 ping request.
+func isPing(el *wire.Element) bool {
+	if el.Name.Local != "iq" || el.Get("type") != "get" {
+		return false
+	}
+	kids, err := xmppc.Children(el.Raw)
+	return err == nil && len(kids) == 1 && kids[0].Name.Space == "urn:xmpp:ping" && kids[0].Name.Local == "ping"
 }
 
 // handleLoop calls the Handler for each stanza in order and advances the

@@ -3,7 +3,8 @@
 //
 // A Processor connects to a node's component listener, completes the
 // XEP-0114 handshake, enables XEP-0198 stream management at once (before
-// the node starts delivering, so no row is deleted on write), follows
+// the node starts delivering, so that acks confirm its rows; XEP-0199
+// pings, which the node sends otherwise, are answered by the SDK), follows
 // <see-other-host/> redirects of a steering node, and calls
 // the Handler for each incoming stanza, one at a time, in arrival order.
 //

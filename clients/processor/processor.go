@@ -185,8 +185,8 @@ func (p *Processor) Run(ctx context.Context) error {
 }
 
 // dial connects, handshakes and enables stream management. Stanzas that
-// arrive before <enabled/> (delivered on write by the node) are returned
-// to be handled without acks.
+// arrive before <enabled/> are returned to be handled without acks (the
+// node confirms those with an XEP-0199 ping, which pconn answers).
 func (p *Processor) dial(ctx context.Context) (*xmppc.Conn, []*wire.Element, error) {
 	addr := p.cfg.Addr
 	var c *xmppc.Conn

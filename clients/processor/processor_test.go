@@ -1,9 +1,11 @@
 package processor_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -235,5 +237,64 @@ func TestSendNeedsTo(t *testing.T) {
 	p := newProcessor(t, n, func(context.Context, processor.Report) error { return nil }, nil)
 	if err := p.Send(ctxT(t, time.Second), "<message><body>x</body></message>"); err == nil {
 		t.Fatal("a stanza without 'to' was accepted")
+	}
+}
+
+// lateEnable delays the write that carries <enable/>, so that the node
+// starts delivering before XEP-0198 is on (its 500 ms grace has passed):
+// those rows are confirmed by the node's XEP-0199 ping, not by an ack.
+type lateEnable struct{ net.Conn }
+
+func (c lateEnable) Write(b []byte) (int, error) {
+	if bytes.Contains(b, []byte("<enable")) {
+		time.Sleep(time.Second)
+	}
+	return c.Conn.Write(b)
+}
+
+// TestPingBeforeEnableAnswered: the SDK answers the node's pings itself;
+// the Handler sees only the reports, and the node, its ping answered,
+// does not close the stream and deliver them again.
+func TestPingBeforeEnableAnswered(t *testing.T) {
+	n := testnode.Start(t, bin, testnode.Options{Users: []string{"dev1"}})
+	r := connectReporter(t, n, "dev1")
+	const total = 3
+	for i := range total {
+		if _, err := r.Report(ctxT(t, waitLong), testnode.Component, fmt.Appendf(nil, "<m n='%d'/>", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var got []processor.Report
+	p := newProcessor(t, n, func(_ context.Context, rep processor.Report) error {
+		mu.Lock()
+		got = append(got, rep)
+		mu.Unlock()
+		return nil
+	}, func(c *processor.Config) {
+		c.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
+			nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return lateEnable{nc}, nil
+		}
+	})
+	run(t, p)
+	testnode.WaitFor(t, waitLong, "the reports", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) >= total
+	})
+	time.Sleep(500 * time.Millisecond) // anything else the node sends in the meantime
+	mu.Lock()
+	defer mu.Unlock()
+	for _, rep := range got {
+		if rep.Name != "message" {
+			t.Fatalf("the Handler got %s %s from %s: %s", rep.Name, rep.Type, rep.From, rep.Stanza)
+		}
+	}
+	if len(got) != total {
+		t.Fatalf("the Handler got %d reports, want %d", len(got), total)
 	}
 }

@@ -275,8 +275,9 @@ func (r *Reporter) Connect(ctx context.Context) error {
 
 // Report sends payload (one XML element) in a <message/> to the JID to
 // (e.g. a component such as collector.example.com) and returns once the
-// server acknowledged it as durable. id is the report's stanza id: random,
-// kept across re-sends, visible to the processor.
+// server acknowledged it as durable. id is the report's stanza id and its
+// XEP-0359 <origin-id/>: random, kept across re-sends (the node drops a
+// repeat within the component's dedupe window), visible to the processor.
 //
 // When the outbox is full Report blocks until there is room; if ctx ends
 // first it returns an error matching ErrOutboxFull and ctx.Err(), and the
@@ -298,7 +299,11 @@ func (r *Reporter) Report(ctx context.Context, to string, payload []byte) (id st
 	b = wire.AppendAttr(b, "id", id)
 	b = append(b, '>')
 	b = append(b, bytes.TrimSpace(payload)...)
-	b = append(b, "</message>"...)
+	// XEP-0359: the same id, asserted unique; the node deduplicates on it,
+	// and b is what every retry sends.
+	b = append(b, "<origin-id xmlns='urn:xmpp:sid:0'"...)
+	b = wire.AppendAttr(b, "id", id)
+	b = append(b, "/></message>"...)
 	it := &item{id: id, raw: b, done: make(chan struct{})}
 	if err := r.enqueue(ctx, it); err != nil {
 		return "", err

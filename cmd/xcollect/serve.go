@@ -272,6 +272,13 @@ func componentConfig(f config.File, tlsCfg *tls.Config, log zerolog.Logger) comp
 	c.MaxConnsPerAddr = f.Limits.ComponentMaxConnectionsPerAddr
 	c.Logger = log
 	c.LeaseDuration = f.Cluster.QueueLease
+	if f.Limits.IdleTimeout > 0 { // the same keepalive as c2s; unset: the defaults
+		c.IdleTimeout = f.Limits.IdleTimeout
+	}
+	if f.Limits.PingTimeout > 0 {
+		c.PingTimeout = f.Limits.PingTimeout
+	}
+	c.Domain = f.Domains[0]
 	for _, s := range f.Components {
 		c.Components = append(c.Components, component.Spec{
 			JID: s.JID, Secret: s.Secret, Multi: s.Multi, ReceivePresence: s.ReceivePresence,

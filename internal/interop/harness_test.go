@@ -52,6 +52,8 @@ type options struct {
 	components []component.Spec
 	// componentTLS also serves them over direct TLS (listeners.component_tls).
 	componentTLS bool
+	// componentCfg, when set, adjusts the component config (timeouts).
+	componentCfg func(*component.Config)
 }
 
 // node is one in-process xcollect node: c2s with STARTTLS required on a
@@ -108,6 +110,9 @@ func startNode(t *testing.T, o options) *node {
 		if o.componentTLS {
 			ccfg.TLSAddr = "127.0.0.1:0"
 			ccfg.TLS = cfg.TLS
+		}
+		if o.componentCfg != nil {
+			o.componentCfg(&ccfg)
 		}
 		mgr, err = component.New(ccfg, store, srv, "interop")
 		if err != nil {

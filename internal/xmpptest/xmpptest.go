@@ -48,7 +48,8 @@ var ErrClosed = errors.New("xmpptest: stream closed")
 // use; Next and Expect must be called from one goroutine at a time.
 // XEP-0198 elements (<r/>, <a/>) are consumed by the reader: <r/> is
 // answered with the count of stanzas received when AutoAck is on (the
-// default), <a/> updates Acked.
+// default), <a/> updates Acked. On a component connection XEP-0199 pings
+// are answered and consumed while AutoPong is on (the default there).
 type Conn struct {
 	nc  net.Conn
 	ns  string // content namespace
@@ -69,6 +70,7 @@ type Conn struct {
 	acked    uint32 // last <a h/> from the peer
 	ackedAny bool
 	autoAck  bool
+	autoPong bool
 	rSeen    int // <r/> from the peer not auto-answered
 	done     chan struct{}
 }
@@ -450,6 +452,7 @@ func negotiateComponent(nc net.Conn, jid, secret string) (*Conn, error) {
 	}
 	c := newConn(nc, wire.NSComponent)
 	c.JID = jid
+	c.autoPong = true
 	go c.readLoop(n.dec)
 	return c, nil
 }
@@ -484,6 +487,14 @@ func (c *Conn) readLoop(dec *wire.Decoder) {
 			} else {
 				c.rSeen++
 			}
+		case c.autoPong && isPing(el):
+			if c.smOn {
+				c.received++
+			}
+			reply := "<iq type='result' id='" + wire.Escape(el.Get("id")) + "' from='" + wire.Escape(el.Get("to")) + "' to='" + wire.Escape(el.Get("from")) + "'/>"
+			c.mu.Unlock()
+			_ = c.Send(reply) // a failed write shows as a read error
+			c.mu.Lock()
 		case el.Name.Space == wire.NSSM && el.Name.Local == "a":
 			if h, err := strconv.ParseUint(el.Get("h"), 10, 32); err == nil {
 				c.acked, c.ackedAny = uint32(h), true
@@ -504,6 +515,11 @@ func (c *Conn) readLoop(dec *wire.Decoder) {
 }
 
 func isStanza(name string) bool { return name == "message" || name == "presence" || name == "iq" }
+
+// isPing reports whether el is an XEP-0199 ping request.
+func isPing(el *wire.Element) bool {
+	return el.Name.Local == "iq" && el.Get("type") == "get" && strings.Contains(string(el.Raw), "urn:xmpp:ping")
+}
 
 // Send writes raw XML. Safe for concurrent use.
 func (c *Conn) Send(s string) error {
@@ -618,6 +634,16 @@ func (c *Conn) waitEnabled(deadline time.Time) error {
 		}
 	}
 	return nil
+}
+
+// SetAutoPong turns automatic answers to XEP-0199 pings on or off. It is on
+// for components (a node confirms delivery to a component without XEP-0198
+// by pinging it) and off for c2s connections; answered pings are not
+// queued for Next.
+func (c *Conn) SetAutoPong(on bool) {
+	c.mu.Lock()
+	c.autoPong = on
+	c.mu.Unlock()
 }
 
 // SetAutoAck turns automatic answers to the peer's <r/> on or off.

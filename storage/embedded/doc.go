@@ -18,7 +18,7 @@
 //	  rows    id → row                           (ID order = FIFO)
 //	  parts   sender \x00 id → attempts          (partition index: Claim seeks)
 //	  leases  (empty; from older versions, cleared at open)
-//	  dedupe  sender \x00 stanza id → time; dedupet time, sender \x00 id → nil
+//	  dedupe  sender \x00 origin id → time; dedupet time, sender \x00 id → nil
 //	  dead    id → row with attempts and reason
 //	  meta    rows, bytes, dead counters         (O(1) limit checks)
 //

@@ -56,8 +56,8 @@ func (q queue) Enqueue(ctx context.Context, items []storage.QueueItem, limits fu
 			}
 			c, lim := st.c, st.lim
 			var dkey []byte
-			if lim.DedupeWindow > 0 && it.StanzaID != "" {
-				dkey = joinKey(it.Sender, []byte(it.StanzaID))
+			if lim.DedupeWindow > 0 && it.OriginID != "" {
+				dkey = joinKey(it.Sender, []byte(it.OriginID))
 				if v := c.dedupe.Get(dkey); len(v) == 8 && now.Sub(unixNano(binary.BigEndian.Uint64(v))) < lim.DedupeWindow {
 					res[i] = storage.Duplicate
 					continue

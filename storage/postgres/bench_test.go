@@ -21,7 +21,7 @@ var benchLimits = func(string) storage.QueueLimits {
 
 // BenchmarkEnqueue measures group commit against a durable (fsync on)
 // throw-away Postgres: one op is one Enqueue call of batch items from 64
-// senders, each with its own stanza id (so the dedupe path runs).
+// senders, each with its own origin id (so the dedupe path runs).
 func BenchmarkEnqueue(b *testing.B) {
 	srv := pgtest.StartOptions(b, pgtest.Options{Durable: true})
 	for _, batch := range []int{1, 16, 128, 1024} {
@@ -74,7 +74,7 @@ func benchItems(n int, seq *int64) []storage.QueueItem {
 	for i := range its {
 		id := atomic.AddInt64(seq, 1)
 		s := fmt.Sprintf("dev%d@x", id%64)
-		its[i] = storage.QueueItem{Component: "c.x", Sender: s, From: s + "/r", StanzaID: fmt.Sprint(id), Stanza: benchStanza}
+		its[i] = storage.QueueItem{Component: "c.x", Sender: s, From: s + "/r", StanzaID: fmt.Sprint(id), OriginID: fmt.Sprint(id), Stanza: benchStanza}
 	}
 	return its
 }

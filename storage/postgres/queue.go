@@ -75,8 +75,8 @@ func (q queue) Enqueue(ctx context.Context, items []storage.QueueItem, limits fu
 	var kc, ks, ki []string
 	var kw []int64
 	for _, it := range items {
-		if w := lim[it.Component].DedupeWindow; it.StanzaID != "" && w > 0 {
-			kc, ks, ki, kw = append(kc, it.Component), append(ks, it.Sender), append(ki, it.StanzaID), append(kw, micros(w))
+		if w := lim[it.Component].DedupeWindow; it.OriginID != "" && w > 0 {
+			kc, ks, ki, kw = append(kc, it.Component), append(ks, it.Sender), append(ki, it.OriginID), append(kw, micros(w))
 		}
 	}
 	counters := map[string]*counter{}
@@ -104,7 +104,7 @@ func (q queue) Enqueue(ctx context.Context, items []storage.QueueItem, limits fu
 		// out of the probe.
 		b.Queue(`SELECT k.c, k.s, k.i FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS k(c, s, i, w)
 			CROSS JOIN LATERAL (SELECT d.at FROM queue_dedupe d
-				WHERE d.component = k.c AND d.sender = k.s AND d.stanza_id = k.i LIMIT 1) AS hit
+				WHERE d.component = k.c AND d.sender = k.s AND d.origin_id = k.i LIMIT 1) AS hit
 			WHERE hit.at >= now() - k.w * interval '1 microsecond'`, kc, ks, ki, kw).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var k dedupeKey
@@ -134,8 +134,8 @@ func (q queue) Enqueue(ctx context.Context, items []storage.QueueItem, limits fu
 		if c == nil {
 			return nil, fmt.Errorf("postgres: enqueue %d items: no counters row for %q", len(items), it.Component)
 		}
-		k := dedupeKey{it.Component, it.Sender, it.StanzaID}
-		dedupe := it.StanzaID != "" && l.DedupeWindow > 0
+		k := dedupeKey{it.Component, it.Sender, it.OriginID}
+		dedupe := it.OriginID != "" && l.DedupeWindow > 0
 		switch {
 		case dedupe && seen[k]:
 			results[i] = storage.Duplicate
@@ -149,7 +149,7 @@ func (q queue) Enqueue(ctx context.Context, items []storage.QueueItem, limits fu
 			queued = append(queued, i)
 			if dedupe {
 				seen[k] = true
-				dc, ds, di = append(dc, it.Component), append(ds, it.Sender), append(di, it.StanzaID)
+				dc, ds, di = append(dc, it.Component), append(ds, it.Sender), append(di, it.OriginID)
 			}
 		}
 	}
@@ -177,9 +177,9 @@ func (q queue) Enqueue(ctx context.Context, items []storage.QueueItem, limits fu
 	b.Queue(`UPDATE queue_counters q SET rows = t.r, bytes = t.b
 		FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS t(c, r, b) WHERE q.component = t.c`, cc, cr, cb)
 	if len(dc) > 0 {
-		b.Queue(`INSERT INTO queue_dedupe (component, sender, stanza_id, at)
+		b.Queue(`INSERT INTO queue_dedupe (component, sender, origin_id, at)
 			SELECT c, s, i, now() FROM unnest($1::text[], $2::text[], $3::text[]) AS t(c, s, i)
-			ON CONFLICT (component, sender, stanza_id) DO UPDATE SET at = excluded.at`, dc, ds, di)
+			ON CONFLICT (component, sender, origin_id) DO UPDATE SET at = excluded.at`, dc, ds, di)
 	}
 	if len(queued) < copyThreshold {
 		var qc, qs, qf, qi []string

@@ -13,10 +13,12 @@
 //   - Claim's maxPartitions caps the number of partitions owner holds after
 //     the call (its kept leases plus new ones); maxPartitions <= 0 means no
 //     cap. Rows come back sorted by ID across owner's partitions.
-//   - A dedupe entry outlives its row: a repeat of (Sender, StanzaID) inside
-//     the window is a Duplicate even after the first copy was acked. An item
-//     that was Full leaves no dedupe entry. Repeats inside one Enqueue call
-//     are Duplicates too. An empty StanzaID is never deduplicated.
+//   - Dedupe keys on (Sender, OriginID) only: a repeated StanzaID without an
+//     OriginID is a new report. A dedupe entry outlives its row: a repeat of
+//     (Sender, OriginID) inside the window is a Duplicate even after the
+//     first copy was acked. An item that was Full leaves no dedupe entry.
+//     Repeats inside one Enqueue call are Duplicates too. An empty OriginID
+//     is never deduplicated.
 //   - QueueStats.Bytes and QueueLimits.MaxBytes count len(Stanza).
 //   - Replay gives rows new, increasing IDs in the order of their old IDs, so
 //     each sender's order is kept; Reason is cleared. Dead letters keep the

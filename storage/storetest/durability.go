@@ -27,9 +27,9 @@ func testDurability(t *testing.T, f Factory) {
 	}
 	dedupe := limitsOf(storage.QueueLimits{DedupeWindow: time.Hour})
 	enqueue(ctx, t, s.Queue(), dedupe,
-		item("c.x", "s1@x", "1", "<1/>"),
-		item("c.x", "s2@x", "2", "<2/>"),
-		item("c.x", "s1@x", "3", "<3/>"),
+		origin(item("c.x", "s1@x", "1", "<1/>"), "1"),
+		origin(item("c.x", "s2@x", "2", "<2/>"), "2"),
+		origin(item("c.x", "s1@x", "3", "<3/>"), "3"),
 	)
 	before := list(ctx, t, s.Queue(), "c.x", false)
 	if n, err := s.Queue().Expire(ctx, "c.x", time.Now().Add(time.Hour)); err != nil || n != 3 {
@@ -60,7 +60,7 @@ func testDurability(t *testing.T, f Factory) {
 		t.Fatalf("roster after reopen: ok=%v, %v", ok, err)
 	}
 	// Dedupe entries and the ID sequence survive too.
-	wantResults(t, enqueue(ctx, t, q, dedupe, item("c.x", "s1@x", "1", "<1 again/>"), item("c.x", "s1@x", "4", "<4/>")), duplicate, queued)
+	wantResults(t, enqueue(ctx, t, q, dedupe, origin(item("c.x", "s1@x", "1", "<1 again/>"), "1"), origin(item("c.x", "s1@x", "4", "<4/>"), "4")), duplicate, queued)
 	after := list(ctx, t, q, "c.x", false)
 	if last := after[len(after)-1]; last.ID <= alive[0].ID {
 		t.Fatalf("ID after reopen %d is not above %d", last.ID, alive[0].ID)

@@ -77,42 +77,51 @@ func testDedupe(t *testing.T, f Factory) {
 	q := f.Open(t).Queue()
 	hour := limitsOf(storage.QueueLimits{DedupeWindow: time.Hour})
 
-	// Repeats inside one batch are caught; the sender is part of the key;
-	// an empty id is never deduplicated.
+	// Stanza ids are unique only within one stream: items that repeat a
+	// StanzaID without an OriginID are distinct reports, all queued.
 	wantResults(t, enqueue(ctx, t, q, hour,
-		item("c.x", "s1@x", "id1", "<a/>"),
-		item("c.x", "s1@x", "id1", "<a again/>"),
-		item("c.x", "s2@x", "id1", "<b/>"),
-		item("c.x", "s1@x", "", "<c/>"),
-		item("c.x", "s1@x", "", "<c/>"),
+		item("n.x", "s1@x", "1", "<n1/>"),
+		item("n.x", "s1@x", "1", "<n2/>"),
+	), queued, queued)
+	wantResults(t, enqueue(ctx, t, q, hour, item("n.x", "s1@x", "1", "<n3/>")), queued)
+	wantBodies(t, "List(n)", list(ctx, t, q, "n.x", false), "<n1/>", "<n2/>", "<n3/>")
+
+	// Repeats inside one batch are caught; the sender is part of the key;
+	// an empty origin id is never deduplicated; the stanza id plays no part.
+	wantResults(t, enqueue(ctx, t, q, hour,
+		origin(item("c.x", "s1@x", "a", "<a/>"), "id1"),
+		origin(item("c.x", "s1@x", "b", "<a again/>"), "id1"),
+		origin(item("c.x", "s2@x", "a", "<b/>"), "id1"),
+		item("c.x", "s1@x", "id1", "<c/>"),
+		item("c.x", "s1@x", "id1", "<c/>"),
 	), queued, duplicate, queued, queued, queued)
-	wantResults(t, enqueue(ctx, t, q, hour, item("c.x", "s1@x", "id1", "<a retry/>")), duplicate)
+	wantResults(t, enqueue(ctx, t, q, hour, origin(item("c.x", "s1@x", "", "<a retry/>"), "id1")), duplicate)
 	rows := list(ctx, t, q, "c.x", false)
 	wantBodies(t, "List", rows, "<a/>", "<b/>", "<c/>", "<c/>")
 
 	// The entry outlives the row: a retry after the ack is still a repeat.
 	ack(ctx, t, q, "c.x", rows)
-	wantResults(t, enqueue(ctx, t, q, hour, item("c.x", "s1@x", "id1", "<a late retry/>")), duplicate)
+	wantResults(t, enqueue(ctx, t, q, hour, origin(item("c.x", "s1@x", "id1", "<a late retry/>"), "id1")), duplicate)
 	// Another component has its own entries.
-	wantResults(t, enqueue(ctx, t, q, hour, item("d.x", "s1@x", "id1", "<d/>")), queued)
+	wantResults(t, enqueue(ctx, t, q, hour, origin(item("d.x", "s1@x", "id1", "<d/>"), "id1")), queued)
 	// No window, no dedupe.
 	wantResults(t, enqueue(ctx, t, q, noLimits,
-		item("e.x", "s1@x", "id1", "<e/>"),
-		item("e.x", "s1@x", "id1", "<e/>"),
+		origin(item("e.x", "s1@x", "id1", "<e/>"), "id1"),
+		origin(item("e.x", "s1@x", "id1", "<e/>"), "id1"),
 	), queued, queued)
 
 	// Outside the window the same id is queued again.
 	const window = 500 * time.Millisecond
 	short := limitsOf(storage.QueueLimits{DedupeWindow: window})
 	start := time.Now()
-	wantResults(t, enqueue(ctx, t, q, short, item("w.x", "s1@x", "w1", "<w/>")), queued)
-	res := enqueue(ctx, t, q, short, item("w.x", "s1@x", "w1", "<w/>"))
+	wantResults(t, enqueue(ctx, t, q, short, origin(item("w.x", "s1@x", "w1", "<w/>"), "w1")), queued)
+	res := enqueue(ctx, t, q, short, origin(item("w.x", "s1@x", "w1", "<w/>"), "w1"))
 	if time.Since(start) >= window {
 		t.Fatalf("two Enqueue calls took %v, more than the %v window: the machine is too slow for this case", time.Since(start), window)
 	}
 	wantResults(t, res, duplicate)
 	waitElapsed(t, time.Now(), window+100*time.Millisecond)
-	wantResults(t, enqueue(ctx, t, q, short, item("w.x", "s1@x", "w1", "<w later/>")), queued)
+	wantResults(t, enqueue(ctx, t, q, short, origin(item("w.x", "s1@x", "w1", "<w later/>"), "w1")), queued)
 	wantBodies(t, "List(w)", list(ctx, t, q, "w.x", false), "<w/>", "<w later/>")
 }
 
@@ -122,18 +131,18 @@ func testLimits(t *testing.T, f Factory) {
 
 	rows2 := limitsOf(storage.QueueLimits{MaxRows: 2, DedupeWindow: time.Hour})
 	wantResults(t, enqueue(ctx, t, q, rows2,
-		item("c.x", "s@x", "1", "<1/>"),
-		item("c.x", "s@x", "2", "<2/>"),
-		item("c.x", "s@x", "3", "<3/>"),
+		origin(item("c.x", "s@x", "1", "<1/>"), "1"),
+		origin(item("c.x", "s@x", "2", "<2/>"), "2"),
+		origin(item("c.x", "s@x", "3", "<3/>"), "3"),
 	), queued, queued, full)
-	wantResults(t, enqueue(ctx, t, q, rows2, item("c.x", "t@x", "4", "<4/>")), full)
+	wantResults(t, enqueue(ctx, t, q, rows2, origin(item("c.x", "t@x", "4", "<4/>"), "4")), full)
 	rows := list(ctx, t, q, "c.x", false)
 	wantBodies(t, "List after Full", rows, "<1/>", "<2/>")
 	// Limits are per component.
-	wantResults(t, enqueue(ctx, t, q, rows2, item("other.x", "s@x", "3", "<3/>")), queued)
+	wantResults(t, enqueue(ctx, t, q, rows2, origin(item("other.x", "s@x", "3", "<3/>"), "3")), queued)
 	// Acking makes room; a Full item left no dedupe entry behind.
 	ack(ctx, t, q, "c.x", rows[:1])
-	wantResults(t, enqueue(ctx, t, q, rows2, item("c.x", "s@x", "3", "<3/>")), queued)
+	wantResults(t, enqueue(ctx, t, q, rows2, origin(item("c.x", "s@x", "3", "<3/>"), "3")), queued)
 	wantBodies(t, "List after ack", list(ctx, t, q, "c.x", false), "<2/>", "<3/>")
 
 	// Bytes count len(Stanza); the limit itself is allowed.

@@ -101,6 +101,12 @@ func item(component, sender, stanzaID, body string) storage.QueueItem {
 	}
 }
 
+// origin returns it with the sender-asserted origin id set (the dedupe key).
+func origin(it storage.QueueItem, id string) storage.QueueItem {
+	it.OriginID = id
+	return it
+}
+
 func enqueue(ctx context.Context, t *testing.T, q storage.QueueStore, lim func(string) storage.QueueLimits, items ...storage.QueueItem) []storage.EnqueueResult {
 	t.Helper()
 	res, err := q.Enqueue(ctx, items, lim)
