@@ -148,7 +148,10 @@ func (c *conn) serve() {
 		if c.isOnline {
 			c.m.goOffline(c.jid)
 		}
-		c.log.Debug().Err(err).Stringer("reason", c.reason).Msg("component negotiation ended")
+		c.mu.Lock() // Shutdown's closeWithError may be setting it
+		reason := c.reason
+		c.mu.Unlock()
+		c.log.Debug().Err(err).Stringer("reason", reason).Msg("component negotiation ended")
 		return
 	}
 	defer c.m.goOffline(c.jid)
