@@ -106,21 +106,45 @@ func (m *Manager) untrack(c *conn) {
 
 // goOnline counts an authenticated connection of component; false when
 // the component does not allow several connections and one is online.
-func (m *Manager) goOnline(component string) bool {
+func (m *Manager) goOnline(c *conn) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.online[component] > 0 && !m.specs[component].Multi {
+	held := m.online[c.jid]
+	if len(held) > 0 && !m.specs[c.jid].Multi {
 		return false
 	}
-	m.online[component]++
+	if held == nil {
+		held = make(map[*conn]struct{})
+		m.online[c.jid] = held
+	}
+	held[c] = struct{}{}
 	return true
 }
 
-func (m *Manager) goOffline(component string) {
+func (m *Manager) goOffline(c *conn) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.online[component]--; m.online[component] <= 0 {
-		delete(m.online, component)
+	delete(m.online[c.jid], c)
+	if len(m.online[c.jid]) == 0 {
+		delete(m.online, c.jid)
+	}
+}
+
+// probeHolders asks every connection that holds component on this node to
+// prove it is alive now (a ping, or <r/> with XEP-0198), instead of after
+// its idle timeout: a refused replacement means the old processor may be
+// hung (SIGSTOP, a stuck event loop). A silent holder is closed within
+// PingTimeout and the replacement's next attempt succeeds.
+func (m *Manager) probeHolders(component string) {
+	m.mu.Lock()
+	held := make([]*conn, 0, len(m.online[component]))
+	for c := range m.online[component] {
+		held = append(held, c)
+	}
+	m.mu.Unlock()
+	now := time.Now()
+	for _, c := range held {
+		c.probe(now)
 	}
 }
 
@@ -129,7 +153,7 @@ func (m *Manager) goOffline(component string) {
 func (m *Manager) connections(component string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.online[component]
+	return len(m.online[component])
 }
 
 // errClosed is returned once a connection was closed with a stream error.
@@ -212,8 +236,10 @@ func (c *conn) negotiate() error {
 	// connection that is online keeps its leases and its in-flight rows,
 	// the new one gets conflict. (Kicking the old one would redeliver
 	// everything it holds whenever a restarted processor races its own
-	// predecessor.)
-	if !c.m.goOnline(c.jid) {
+	// predecessor.) The holder is probed at once, so a hung one is closed
+	// within PingTimeout and the replacement's retry gets in.
+	if !c.m.goOnline(c) {
+		c.m.probeHolders(c.jid)
 		return c.failSync(reasonConflict, wire.Conflict, "component "+c.jid+" is already connected and does not allow several connections")
 	}
 	c.isOnline = true
@@ -296,8 +322,8 @@ func (m *Manager) Connections() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0
-	for _, k := range m.online {
-		n += k
+	for _, held := range m.online {
+		n += len(held)
 	}
 	return n
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -194,26 +195,28 @@ func TestPingErrorConfirmsAndSilenceCloses(t *testing.T) {
 }
 
 // TestHungComponentReplaced: a processor that keeps its connection but
-// never reads (SIGSTOP looks the same) is pinged once idle and closed after
-// ping_timeout; the replacement connects then and gets every report.
+// never reads (SIGSTOP looks the same) is probed as soon as a replacement
+// is refused with conflict, closed after ping_timeout, and the replacement
+// connects then and gets every report. The idle timeout is an hour here:
+// nobody waits for it.
 func TestHungComponentReplaced(t *testing.T) {
 	const per = 200
-	idle, pingTimeout := 300*time.Millisecond, 500*time.Millisecond
+	pingTimeout := 500 * time.Millisecond
 	e := startEnv(t, envOpts{quiet: true, cfg: func(c *component.Config) {
-		c.IdleTimeout = idle
+		c.IdleTimeout = time.Hour
 		c.PingTimeout = pingTimeout
 	}})
-	// Idle: nothing to deliver, the processor is silent. Closing takes idle
-	// + ping_timeout, plus at most the 2 s the node gives its stream error
-	// to be written and a check tick.
-	start := time.Now()
+	// Idle: nothing to deliver, the processor is silent. The first refused
+	// replacement probes it; closing takes ping_timeout, plus at most the 2 s
+	// the node gives its stream error to be written and a check tick.
 	hung := rawComponent(t, e.comp, compA)
 	defer hung.Close()
-	next := dialReplacement(t, e, idle+pingTimeout+3*time.Second)
+	start := time.Now()
+	next := dialReplacement(t, e, pingTimeout+3*time.Second)
 	took := time.Since(start)
 	t.Logf("idle: replacement connected after %s", took.Round(time.Millisecond))
-	if took < idle+pingTimeout {
-		t.Fatalf("replacement connected after %s, before idle + ping_timeout: the hung connection was not the one closed", took)
+	if took < pingTimeout {
+		t.Fatalf("replacement connected after %s, before ping_timeout: the hung connection was not the one probed and closed", took)
 	}
 	next.Close()
 
@@ -227,6 +230,35 @@ func TestHungComponentReplaced(t *testing.T) {
 	next = dialReplacement(t, e, pingTimeout+3*time.Second)
 	t.Logf("busy: replacement connected after %s", time.Since(start).Round(time.Millisecond))
 	recvAll(t, next, senders, per)
+}
+
+// TestIdleComponentProbed: a silent processor nobody tries to replace is
+// pinged once idle and its stream closed after ping_timeout.
+func TestIdleComponentProbed(t *testing.T) {
+	idle, pingTimeout := 300*time.Millisecond, 500*time.Millisecond
+	e := startEnv(t, envOpts{quiet: true, cfg: func(c *component.Config) {
+		c.IdleTimeout = idle
+		c.PingTimeout = pingTimeout
+	}})
+	silent := rawComponent(t, e.comp, compA)
+	start := time.Now()
+	if err := silent.SetReadDeadline(start.Add(idle + pingTimeout + 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// The test reads only to see the node's ping, stream error and close;
+	// it never answers.
+	got, err := io.ReadAll(silent)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("stream not closed within idle + ping_timeout + 5s: %v (read %q)", err, got)
+	}
+	if !strings.Contains(string(got), "urn:xmpp:ping") || !strings.Contains(string(got), "connection-timeout") {
+		t.Fatalf("want a ping, then connection-timeout; got %q", got)
+	}
+	if took < idle+pingTimeout {
+		t.Fatalf("closed after %s, before idle + ping_timeout", took)
+	}
+	t.Logf("silent processor closed after %s", took.Round(time.Millisecond))
 }
 
 // TestSilentSMComponentCloses: a processor with XEP-0198 that gets rows

@@ -146,7 +146,7 @@ func (c *conn) serve() {
 	defer c.nc.Close()
 	if err := c.negotiate(); err != nil {
 		if c.isOnline {
-			c.m.goOffline(c.jid)
+			c.m.goOffline(c)
 		}
 		c.mu.Lock() // Shutdown's closeWithError may be setting it
 		reason := c.reason
@@ -154,7 +154,7 @@ func (c *conn) serve() {
 		c.log.Debug().Err(err).Stringer("reason", reason).Msg("component negotiation ended")
 		return
 	}
-	defer c.m.goOffline(c.jid)
+	defer c.m.goOffline(c)
 	c.log.Info().Str("owner", c.owner()).Msg("component online")
 	c.lastIn.Store(time.Now().UnixNano())
 	writerDone := make(chan struct{})
@@ -307,15 +307,31 @@ func (c *conn) checkAlive(now time.Time) bool {
 	case !c.probeAt.IsZero() && !silentProbe:
 		c.probeAt = time.Time{} // answered
 	case c.probeAt.IsZero() && now.Sub(last) >= cfg.IdleTimeout:
-		c.probeAt = now
-		if c.sm {
-			c.queue(outItem{b: []byte("<r xmlns='urn:xmpp:sm:3'/>")})
-		} else {
-			c.wantPing = true
-			signal(c.wake)
-		}
+		c.probeLocked(now)
 	}
 	return true
+}
+
+// probe asks the processor to prove it is alive: a ping, or <r/> with
+// XEP-0198. checkAlive closes the stream when nothing arrives within
+// PingTimeout. A probe already pending is left as it is.
+func (c *conn) probe(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reason == reasonNone && c.probeAt.IsZero() {
+		c.probeLocked(now)
+	}
+}
+
+// probeLocked sends the probe; called with c.mu held.
+func (c *conn) probeLocked(now time.Time) {
+	c.probeAt = now
+	if c.sm {
+		c.queue(outItem{b: []byte("<r xmlns='urn:xmpp:sm:3'/>")})
+	} else {
+		c.wantPing = true
+		signal(c.wake)
+	}
 }
 
 // fromOK reports whether from is the component's domain or a JID at it.

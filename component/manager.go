@@ -55,7 +55,7 @@ type Manager struct {
 	ln      net.Listener // nil when Config.Addr is ""
 	tlsLn   net.Listener // nil when Config.TLSAddr is ""
 	conns   map[*conn]struct{}
-	online  map[string]int // component → live authenticated connections
+	online  map[string]map[*conn]struct{} // component → live authenticated connections
 
 	c committer
 }
@@ -82,7 +82,7 @@ func New(cfg Config, store storage.Store, router Router, node string) (*Manager,
 		node:   node,
 		specs:  make(map[string]*Spec, len(cfg.Components)),
 		conns:  make(map[*conn]struct{}),
-		online: make(map[string]int),
+		online: make(map[string]map[*conn]struct{}),
 		limit:  connlimit.New(cfg.MaxConns, cfg.MaxConnsPerAddr),
 		penalty: &connlimit.Penalty{Free: cfg.HandshakeFreeFailures, Window: 5 * time.Minute,
 			Max: cfg.HandshakeMaxDelay, MaxEntries: 100000},
