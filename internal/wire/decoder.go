@@ -25,14 +25,16 @@ const (
 	NSXML       = "http://www.w3.org/XML/1998/namespace"
 )
 
-// Errors returned by the Decoder. ErrTooLarge maps to the policy-violation
-// stream error, ErrRestricted and *xml.SyntaxError to not-well-formed
-// (RFC 6120 §4.9.3).
+// Errors returned by the Decoder and the RFC 6120 §4.9.3 stream errors
+// they map to: ErrTooLarge policy-violation, ErrRestricted restricted-xml,
+// ErrNotWellFormed not-well-formed, ErrInvalidXML invalid-xml,
+// ErrUnsupportedEncoding unsupported-encoding.
 var (
 	ErrTooLarge   = errors.New("wire: element exceeds the size limit")
 	ErrRestricted = errors.New("wire: restricted XML (DTD, comment or processing instruction)")
 	ErrStreamEnd  = errors.New("wire: stream closed by peer")
-	// ErrNotWellFormed wraps encoding/xml syntax errors.
+	// ErrNotWellFormed wraps encoding/xml syntax errors and the XML 1.0 +
+	// Namespaces violations encoding/xml lets through (wellformed.go).
 	ErrNotWellFormed = errors.New("wire: not well-formed")
 	// ErrInvalidXML: well-formed, but an attribute on a stanza's top-level
 	// element that a receiver could read as addressing (invalid-xml).
