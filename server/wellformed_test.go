@@ -34,7 +34,8 @@ var badStanzas = []struct{ name, stanza, cond string }{
 
 // TestBadStanzasAreRefused: a client sending a poison or spoofing stanza
 // gets the stream error (RFC 6120 §4.9.3); nothing reaches an online
-// recipient with XEP-0198 or an offline one, and both log in again as
+// recipient with XEP-0198, one whose XEP-0198 session waits for
+// resumption, or an offline one, and all of them log in (or resume) as
 // usual afterwards. The recipients read with the strict wire.Decoder: a
 // relayed poison stanza would end their stream.
 func TestBadStanzasAreRefused(t *testing.T) {
@@ -42,12 +43,19 @@ func TestBadStanzasAreRefused(t *testing.T) {
 	n.addUser(t, "alice@example.com", "a")
 	n.addUser(t, "bob@example.com", "b")
 	n.addUser(t, "carol@example.com", "c")
+	n.addUser(t, "dave@example.com", "d")
+	dave := xmpptest.DialC2S(t, n.addr, "example.com", "dave", "d", xmpptest.C2SOptions{Resource: "tab"})
+	if err := dave.EnableSM(true); err != nil {
+		t.Fatal(err)
+	}
+	daveSM := dave.SMID
+	dave.Drop() // a lost connection: the session waits for resumption
 	bob := xmpptest.DialC2S(t, n.addr, "example.com", "bob", "b", xmpptest.C2SOptions{Resource: "desk"})
 	if err := bob.EnableSM(true); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range badStanzas {
-		for _, to := range []string{"bob@example.com/desk", "carol@example.com"} {
+		for _, to := range []string{"bob@example.com/desk", "carol@example.com", "dave@example.com/tab"} {
 			a := dialRaw(t, n.addr)
 			a.login("alice", "example.com", "a", "phone")
 			a.write(fmt.Sprintf(tc.stanza, to))
@@ -60,7 +68,8 @@ func TestBadStanzasAreRefused(t *testing.T) {
 	a := dialRaw(t, n.addr)
 	a.login("alice", "example.com", "a", "phone")
 	a.write("<message to='bob@example.com/desk' id='ok1'><body>after the poison</body></message>" +
-		"<message to='carol@example.com' id='ok2'><body>after the poison</body></message>")
+		"<message to='carol@example.com' id='ok2'><body>after the poison</body></message>" +
+		"<message to='dave@example.com/tab' id='ok3'><body>after the poison</body></message>")
 
 	first := bob.Expect(t, 5*time.Second, func(el *wire.Element) bool { return el.Name.Local == "message" })
 	if !strings.Contains(string(first.Raw), "after the poison") || first.Get("from") != "alice@example.com/phone" {
@@ -70,6 +79,12 @@ func TestBadStanzasAreRefused(t *testing.T) {
 	bob2 := xmpptest.DialC2S(t, n.addr, "example.com", "bob", "b", xmpptest.C2SOptions{Resource: "desk"})
 	if err := bob2.EnableSM(true); err != nil {
 		t.Fatal(err)
+	}
+
+	dave2 := xmpptest.DialC2S(t, n.addr, "example.com", "dave", "d", xmpptest.C2SOptions{Resume: &xmpptest.Resume{PrevID: daveSM}})
+	first = dave2.Expect(t, 5*time.Second, func(el *wire.Element) bool { return el.Name.Local == "message" })
+	if !strings.Contains(string(first.Raw), "after the poison") {
+		t.Fatalf("dave's first message after resuming: %s", first.Raw)
 	}
 
 	for i := 0; i < 2; i++ { // the second login finds the offline store empty
