@@ -175,6 +175,9 @@ func (d *Decoder) SetLimit(n int) { d.rec.limit = n }
 // Header reads the XML declaration (optional) and the stream header.
 func (d *Decoder) Header() (Header, error) {
 	d.rec.counted = 0
+	if b, err := d.rec.r.Peek(2); err == nil && isUTF16(b) {
+		return Header{}, fmt.Errorf("%w: UTF-16", ErrUnsupportedEncoding)
+	}
 	for {
 		start := d.d.InputOffset()
 		tok, err := d.token(start)
@@ -209,6 +212,12 @@ func (d *Decoder) Header() (Header, error) {
 			return Header{}, ErrRestricted
 		}
 	}
+}
+
+// isUTF16 reports whether a stream starting with b is UTF-16: a byte order
+// mark, or a NUL byte next to the first character.
+func isUTF16(b []byte) bool {
+	return (b[0] == 0xFE && b[1] == 0xFF) || (b[0] == 0xFF && b[1] == 0xFE) || b[0] == 0 || b[1] == 0
 }
 
 // Next returns the next top-level element. Whitespace between elements is

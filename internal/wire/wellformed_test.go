@@ -167,6 +167,8 @@ func TestHeaderEncoding(t *testing.T) {
 		{`<?xml version='1.0' encoding='UTF-8'?>`, nil},
 		{`<?xml version='1.0' encoding='utf-8'?>`, nil},
 		{``, nil},
+		{"\xff\xfe<\x00?\x00", ErrUnsupportedEncoding},
+		{"\xfe\xff\x00<", ErrUnsupportedEncoding},
 	} {
 		d := NewDecoder(strings.NewReader(tc.decl+rest), 0)
 		h, err := d.Header()
