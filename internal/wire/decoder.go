@@ -89,7 +89,8 @@ type recorder struct {
 	base    int64
 	limit   int
 	counted int
-	err     error
+	err     error // ErrTooLarge, sticky
+	readErr error // the last error of the connection
 }
 
 func (r *recorder) ReadByte() (byte, error) {
@@ -98,6 +99,7 @@ func (r *recorder) ReadByte() (byte, error) {
 	}
 	b, err := r.r.ReadByte()
 	if err != nil {
+		r.readErr = err
 		return 0, err
 	}
 	r.buf = append(r.buf, b)
@@ -326,7 +328,12 @@ func (d *Decoder) wrapErr(err error) error {
 		}
 		return fmt.Errorf("%w: %v", ErrNotWellFormed, err)
 	}
-	return err
+	if errors.Is(err, ErrUnsupportedEncoding) || (d.rec.readErr != nil && errors.Is(err, d.rec.readErr)) {
+		return err
+	}
+	// encoding/xml's own plain errors: an XML declaration with another
+	// version than 1.0
+	return fmt.Errorf("%w: %v", ErrNotWellFormed, err)
 }
 
 // Parse returns the Element of one standalone element (no stream header).

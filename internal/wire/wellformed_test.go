@@ -168,6 +168,7 @@ func TestHeaderEncoding(t *testing.T) {
 		{`<?xml version='1.0' encoding='utf-8'?>`, nil},
 		{``, nil},
 		{"\xff\xfe<\x00?\x00", ErrUnsupportedEncoding},
+		{`<?xml version='1.1'?>`, ErrNotWellFormed},
 		{"\xfe\xff\x00<", ErrUnsupportedEncoding},
 	} {
 		d := NewDecoder(strings.NewReader(tc.decl+rest), 0)
