@@ -7,7 +7,7 @@ C2S_TLS   ?= :5223
 COMPONENT ?= :5347
 GOFLAGS_TEST ?= -race -count=1 -timeout 20m
 
-.PHONY: all build run run-postgres hello test test-deps vet lint bench clean
+.PHONY: all build run run-postgres hello test test-deps vet lint bench fuzz clean
 
 all: build
 
@@ -73,6 +73,19 @@ lint: vet
 
 bench: build
 	@scripts/bench.sh
+
+# Runs every fuzz target (func FuzzX in a _test.go file) for FUZZTIME each,
+# one after another; their seed corpora run in make test. New failing
+# inputs land in the package's testdata/fuzz/FuzzX/.
+FUZZTIME ?= 30s
+fuzz:
+	@fail=; for d in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$d | grep '^Fuzz'); do \
+	    echo "== $$d $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$d || fail="$$fail $$d:$$f"; \
+	  done; \
+	done; \
+	test -z "$$fail" || { echo "fuzz: failures in$$fail"; exit 1; }
 
 clean:
 	rm -rf bin

@@ -287,6 +287,10 @@ func (c *conn) failDecode(err error) error {
 		return c.failSync(reasonProtocol, wire.RestrictedXML, "")
 	case errors.Is(err, wire.ErrNotWellFormed):
 		return c.failSync(reasonProtocol, wire.NotWellFormed, "")
+	case errors.Is(err, wire.ErrInvalidXML):
+		return c.failSync(reasonProtocol, wire.InvalidXML, err.Error())
+	case errors.Is(err, wire.ErrUnsupportedEncoding):
+		return c.failSync(reasonProtocol, wire.StreamUnsupportedEncod, "streams are UTF-8 (RFC 6120 §11.6)")
 	case isTimeout(err):
 		return c.failSync(reasonTimeout, wire.ConnectionTimeout, "handshake not completed in time")
 	case errors.Is(err, wire.ErrStreamEnd):

@@ -467,6 +467,8 @@ func (c *conn) connLost(err error) {
 		c.closeLocked(reasonPolicyViolation, wire.PolicyViolation, "stanza larger than "+strconv.Itoa(c.m.cfg.MaxStanzaBytes)+" bytes")
 	case errors.Is(err, wire.ErrNotWellFormed), errors.Is(err, wire.ErrRestricted):
 		c.closeLocked(reasonProtocol, wire.NotWellFormed, "")
+	case errors.Is(err, wire.ErrInvalidXML):
+		c.closeLocked(reasonProtocol, wire.InvalidXML, err.Error())
 	default:
 		c.reason = reasonReadError
 		c.nc.Close()

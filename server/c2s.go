@@ -91,6 +91,10 @@ func (c *c2sConn) failDecode(err error) error {
 		return c.fail(wire.RestrictedXML, "")
 	case errors.Is(err, wire.ErrNotWellFormed):
 		return c.fail(wire.NotWellFormed, "")
+	case errors.Is(err, wire.ErrInvalidXML):
+		return c.fail(wire.InvalidXML, err.Error())
+	case errors.Is(err, wire.ErrUnsupportedEncoding):
+		return c.fail(wire.StreamUnsupportedEncod, "streams are UTF-8 (RFC 6120 §11.6)")
 	case isTimeout(err):
 		return c.fail(wire.ConnectionTimeout, "")
 	}

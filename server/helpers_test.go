@@ -33,7 +33,7 @@ type testNode struct {
 	tls   string // direct TLS listener
 }
 
-func startNode(t *testing.T, mutate func(*server.Config)) *testNode {
+func startNode(t testing.TB, mutate func(*server.Config)) *testNode {
 	t.Helper()
 	store, err := embedded.Open(filepath.Join(t.TempDir(), "x.db"), embedded.Options{NoSync: true})
 	if err != nil {
@@ -77,7 +77,7 @@ func startNode(t *testing.T, mutate func(*server.Config)) *testNode {
 	return n
 }
 
-func (n *testNode) addUser(t *testing.T, bare, pass string) {
+func (n *testNode) addUser(t testing.TB, bare, pass string) {
 	t.Helper()
 	cred, err := storage.NewCredentials(pass, 0)
 	if err != nil {

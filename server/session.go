@@ -266,6 +266,9 @@ func (s *Session) connLost(c *c2sConn, err error) {
 	case errors.Is(err, wire.ErrNotWellFormed), errors.Is(err, wire.ErrRestricted):
 		s.closeWithError(closeNotWellFormed, wire.NotWellFormed, "")
 		reason = closeNotWellFormed
+	case errors.Is(err, wire.ErrInvalidXML):
+		s.closeWithError(closeNotWellFormed, wire.InvalidXML, err.Error())
+		reason = closeNotWellFormed
 	case isTimeout(err) && canResume:
 		reason = closeTimeout // a dead connection: park the session for resumption
 	case isTimeout(err):

@@ -25,15 +25,23 @@ const (
 	NSXML       = "http://www.w3.org/XML/1998/namespace"
 )
 
-// Errors returned by the Decoder. ErrTooLarge maps to the policy-violation
-// stream error, ErrRestricted and *xml.SyntaxError to not-well-formed
-// (RFC 6120 §4.9.3).
+// Errors returned by the Decoder and the RFC 6120 §4.9.3 stream errors
+// they map to: ErrTooLarge policy-violation, ErrRestricted restricted-xml,
+// ErrNotWellFormed not-well-formed, ErrInvalidXML invalid-xml,
+// ErrUnsupportedEncoding unsupported-encoding.
 var (
 	ErrTooLarge   = errors.New("wire: element exceeds the size limit")
 	ErrRestricted = errors.New("wire: restricted XML (DTD, comment or processing instruction)")
 	ErrStreamEnd  = errors.New("wire: stream closed by peer")
-	// ErrNotWellFormed wraps encoding/xml syntax errors.
+	// ErrNotWellFormed wraps encoding/xml syntax errors and the XML 1.0 +
+	// Namespaces violations encoding/xml lets through (wellformed.go).
 	ErrNotWellFormed = errors.New("wire: not well-formed")
+	// ErrInvalidXML: well-formed, but an attribute on a stanza's top-level
+	// element that a receiver could read as addressing (invalid-xml).
+	ErrInvalidXML = errors.New("wire: invalid XML")
+	// ErrUnsupportedEncoding: the XML declaration names another encoding
+	// than UTF-8 (unsupported-encoding).
+	ErrUnsupportedEncoding = errors.New("wire: unsupported encoding")
 )
 
 // Element is one top-level element of a stream.
@@ -81,7 +89,8 @@ type recorder struct {
 	base    int64
 	limit   int
 	counted int
-	err     error
+	err     error // ErrTooLarge, sticky
+	readErr error // the last error of the connection
 }
 
 func (r *recorder) ReadByte() (byte, error) {
@@ -90,6 +99,7 @@ func (r *recorder) ReadByte() (byte, error) {
 	}
 	b, err := r.r.ReadByte()
 	if err != nil {
+		r.readErr = err
 		return 0, err
 	}
 	r.buf = append(r.buf, b)
@@ -140,6 +150,7 @@ const maxIdleBuf = 16 << 10
 type Decoder struct {
 	rec recorder
 	d   *xml.Decoder
+	ns  nsScope
 }
 
 // NewDecoder returns a Decoder reading from r. limit bounds the bytes of one
@@ -152,6 +163,7 @@ func NewDecoder(r io.Reader, limit int) *Decoder {
 	d := &Decoder{rec: recorder{r: br, limit: limit}}
 	d.d = xml.NewDecoder(&d.rec)
 	d.d.Strict = true
+	d.d.CharsetReader = func(string, io.Reader) (io.Reader, error) { return nil, ErrUnsupportedEncoding }
 	return d
 }
 
@@ -165,10 +177,14 @@ func (d *Decoder) SetLimit(n int) { d.rec.limit = n }
 // Header reads the XML declaration (optional) and the stream header.
 func (d *Decoder) Header() (Header, error) {
 	d.rec.counted = 0
+	if b, err := d.rec.r.Peek(2); err == nil && isUTF16(b) {
+		return Header{}, fmt.Errorf("%w: UTF-16", ErrUnsupportedEncoding)
+	}
 	for {
-		tok, err := d.d.Token()
+		start := d.d.InputOffset()
+		tok, err := d.token(start)
 		if err != nil {
-			return Header{}, d.wrapErr(err)
+			return Header{}, err
 		}
 		switch t := tok.(type) {
 		case xml.ProcInst:
@@ -178,6 +194,10 @@ func (d *Decoder) Header() (Header, error) {
 		case xml.CharData:
 			// whitespace before the header
 		case xml.StartElement:
+			if !validCharRefs(d.rec.buf[start-d.rec.base:]) {
+				return Header{}, fmt.Errorf("%w: character reference to a character XML does not allow", ErrNotWellFormed)
+			}
+			t.Name, t.Attr = d.ns.resolve(t.Name, t.Attr)
 			h := Header{Name: t.Name, Version: attr(t.Attr, "version"), To: attr(t.Attr, "to"),
 				From: attr(t.Attr, "from"), ID: attr(t.Attr, "id")}
 			for _, a := range t.Attr {
@@ -196,17 +216,28 @@ func (d *Decoder) Header() (Header, error) {
 	}
 }
 
+// isUTF16 reports whether a stream starting with b is UTF-16: a byte order
+// mark, or a NUL byte next to the first character.
+func isUTF16(b []byte) bool {
+	return (b[0] == 0xFE && b[1] == 0xFF) || (b[0] == 0xFF && b[1] == 0xFE) || b[0] == 0 || b[1] == 0
+}
+
 // Next returns the next top-level element. Whitespace between elements is
 // skipped (keepalives). It returns ErrStreamEnd when the peer closes its
 // stream with </stream:stream>.
+//
+// Every element is checked for XML 1.0 + Namespaces well-formedness beyond
+// what encoding/xml checks (ErrNotWellFormed), and the top-level element
+// for attributes a receiver could take for addressing (ErrInvalidXML), so
+// that what the Decoder returns can be relayed and stored as it is.
 func (d *Decoder) Next() (*Element, error) {
 	for {
 		start := d.d.InputOffset()
 		d.rec.discard(start)
 		d.rec.counted = len(d.rec.buf)
-		tok, err := d.d.Token()
+		tok, err := d.token(start)
 		if err != nil {
-			return nil, d.wrapErr(err)
+			return nil, err
 		}
 		switch t := tok.(type) {
 		case xml.CharData:
@@ -214,13 +245,20 @@ func (d *Decoder) Next() (*Element, error) {
 		case xml.EndElement:
 			return nil, ErrStreamEnd
 		case xml.StartElement:
-			el := &Element{Name: t.Name, Attr: t.Attr}
+			if err := checkAddressing(t.Attr); err != nil {
+				return nil, err
+			}
+			name, attrs := d.ns.resolve(t.Name, t.Attr)
+			el := &Element{Name: name, Attr: attrs}
 			if err := d.skip(); err != nil {
 				return nil, err
 			}
 			end := d.d.InputOffset()
 			el.Raw = append([]byte(nil), d.rec.buf[start-d.rec.base:end-d.rec.base]...)
 			d.rec.discard(end)
+			if !validCharRefs(el.Raw) {
+				return nil, fmt.Errorf("%w: character reference to a character XML does not allow", ErrNotWellFormed)
+			}
 			return el, nil
 		default:
 			return nil, ErrRestricted
@@ -232,9 +270,9 @@ func (d *Decoder) Next() (*Element, error) {
 func (d *Decoder) skip() error {
 	depth := 1
 	for depth > 0 {
-		tok, err := d.d.Token()
+		tok, err := d.token(d.d.InputOffset())
 		if err != nil {
-			return d.wrapErr(err)
+			return err
 		}
 		switch tok.(type) {
 		case xml.StartElement:
@@ -247,6 +285,33 @@ func (d *Decoder) skip() error {
 		}
 	}
 	return nil
+}
+
+// token returns the next raw token (names not resolved) after checking the
+// namespace rules on start and end tags; start is the stream offset where
+// the token begins.
+func (d *Decoder) token(start int64) (xml.Token, error) {
+	tok, err := d.d.RawToken()
+	if err != nil {
+		if err == io.EOF && len(d.ns.open) > 0 {
+			err = io.ErrUnexpectedEOF // inside the stream element
+		}
+		return nil, d.wrapErr(err)
+	}
+	switch t := tok.(type) {
+	case xml.StartElement:
+		if len(t.Attr) > 1 && !spaceBetweenAttrs(d.rec.buf[start-d.rec.base:d.d.InputOffset()-d.rec.base]) {
+			return nil, fmt.Errorf("%w: no white space between attributes", ErrNotWellFormed)
+		}
+		if err := d.ns.push(t); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrNotWellFormed, err)
+		}
+	case xml.EndElement:
+		if err := d.ns.pop(t.Name); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrNotWellFormed, err)
+		}
+	}
+	return tok, nil
 }
 
 func (d *Decoder) wrapErr(err error) error {
@@ -263,7 +328,12 @@ func (d *Decoder) wrapErr(err error) error {
 		}
 		return fmt.Errorf("%w: %v", ErrNotWellFormed, err)
 	}
-	return err
+	if errors.Is(err, ErrUnsupportedEncoding) || (d.rec.readErr != nil && errors.Is(err, d.rec.readErr)) {
+		return err
+	}
+	// encoding/xml's own plain errors: an XML declaration with another
+	// version than 1.0
+	return fmt.Errorf("%w: %v", ErrNotWellFormed, err)
 }
 
 // Parse returns the Element of one standalone element (no stream header).

@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"strings"
@@ -100,44 +99,4 @@ func TestStamp(t *testing.T) {
 			t.Errorf("Stamp(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
-}
-
-// FuzzDecoder feeds arbitrary stanzas split in two halves; a returned element
-// must be well-formed on its own and survive Stamp.
-func FuzzDecoder(f *testing.F) {
-	f.Add([]byte("<message to='a@b'><body>x</body></message>"), 10)
-	f.Add([]byte("<iq type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq> <presence/>"), 3)
-	f.Add([]byte("<a><b></a>"), 2)
-	f.Fuzz(func(t *testing.T, body []byte, split int) {
-		in := append([]byte(header), body...)
-		if split < 0 || split > len(in) {
-			split = len(in) / 2
-		}
-		pr, pw := io.Pipe()
-		go func() {
-			_, _ = pw.Write(in[:split])
-			_, _ = pw.Write(in[split:])
-			pw.Close()
-		}()
-		d := NewDecoder(pr, 1<<16)
-		if _, err := d.Header(); err != nil {
-			_ = pr.CloseWithError(err)
-			return
-		}
-		for i := 0; i < 100; i++ {
-			el, err := d.Next()
-			if err != nil {
-				_ = pr.CloseWithError(err)
-				return
-			}
-			st := Stamp(el.Raw, "a@b/c", "")
-			d2 := NewDecoder(bytes.NewReader(append([]byte(header), st...)), 0)
-			if _, err := d2.Header(); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := d2.Next(); err != nil {
-				t.Fatalf("stamped %q: %v", st, err)
-			}
-		}
-	})
 }

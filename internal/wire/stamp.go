@@ -3,7 +3,6 @@ package wire
 import (
 	"bytes"
 	"encoding/xml"
-	"strings"
 )
 
 // Stamp returns a copy of the element raw with its start tag's from and to
@@ -94,14 +93,27 @@ func appendAttr(out []byte, name, value string) []byte {
 }
 
 // appendEscaped appends s escaped for an attribute value or text.
+// Characters XML cannot carry (controls, invalid UTF-8) become U+FFFD.
 func appendEscaped(out []byte, s string) []byte {
-	if !strings.ContainsAny(s, `<>&"'`+"\r\n\t") {
+	if !needsEscape(s) {
 		return append(out, s...)
 	}
 	var b bytes.Buffer
 	// xml.EscapeText never fails on a bytes.Buffer.
 	_ = xml.EscapeText(&b, []byte(s))
 	return append(out, b.Bytes()...)
+}
+
+// needsEscape reports whether s holds anything but printable ASCII other
+// than the five XML specials.
+func needsEscape(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20, c >= 0x80, c == '<', c == '>', c == '&', c == '"', c == '\'':
+			return true
+		}
+	}
+	return false
 }
 
 // Escape returns s escaped for use in XML text or a quoted attribute value.
