@@ -90,6 +90,9 @@ func FuzzDecodeMeta(f *testing.F) {
 	f.Add(encodeMeta(NodeMeta{C2S: "10.0.0.1:5222", C2STLS: "10.0.0.1:5223", Component: "10.0.0.1:5347", Link: "10.0.0.1:7947", HTTP: "127.0.0.1:5280"},
 		Load{Sessions: 1200, Components: 2, StanzaRate: 350.5, CPU: 0.4}, 1700000000))
 	f.Add([]byte{metaVersion})
+	// Regressions: loads that ranked a peer below every honest node.
+	f.Add(encodeMeta(NodeMeta{}, Load{Sessions: -1}, 1))
+	f.Add(encodeMeta(NodeMeta{}, Load{StanzaRate: -5, CPU: math.NaN()}, 1))
 	f.Add([]byte{2, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, l, epoch, err := decodeMeta(b)

@@ -71,12 +71,25 @@ func decodeMeta(b []byte) (m NodeMeta, l Load, epoch int64, err error) {
 	for _, p := range [...]*string{&m.C2S, &m.C2STLS, &m.Component, &m.Link, &m.HTTP} {
 		*p = r.string()
 	}
-	l.Sessions = int(r.uvarint())
-	l.Components = int(r.uvarint())
+	sessions, components := r.uvarint(), r.uvarint()
 	l.StanzaRate = float64(math.Float32frombits(r.uint32()))
 	l.CPU = float64(math.Float32frombits(r.uint32()))
 	if r.err != nil {
 		return m, l, 0, fmt.Errorf("node metadata: %w", r.err)
 	}
+	// A load that would rank the node below every honest one (negative,
+	// NaN, infinite, or a count that wraps) is refused: steering and
+	// /v1/connect would send every client to it.
+	if sessions > maxMetaCount || components > maxMetaCount || !finiteNonNegative(l.StanzaRate) || !finiteNonNegative(l.CPU) {
+		return m, Load{}, 0, fmt.Errorf("node metadata: implausible load (sessions %d, components %d, rate %v, cpu %v)", sessions, components, l.StanzaRate, l.CPU)
+	}
+	l.Sessions, l.Components = int(sessions), int(components)
 	return m, l, epoch, nil
 }
+
+// maxMetaCount bounds the session and component counts a node may
+// advertise (far above what one node holds).
+const maxMetaCount = math.MaxInt32
+
+// finiteNonNegative reports whether v is a usable load figure.
+func finiteNonNegative(v float64) bool { return v >= 0 && !math.IsInf(v, 1) }
