@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"io"
 	"math"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -26,11 +29,6 @@ func FuzzReadFrame(f *testing.F) {
 		r := bufio.NewReader(bytes.NewReader(data))
 		rest := data
 		for {
-			// readFrame allocates the declared length (up to maxFrame)
-			// before the body arrives; keep the fuzzer's memory small.
-			if len(rest) >= 4 && int(binary.BigEndian.Uint32(rest)) > len(rest)+1<<20 {
-				return
-			}
 			typ, body, err := readFrame(r)
 			if err != nil {
 				return
@@ -46,6 +44,26 @@ func FuzzReadFrame(f *testing.F) {
 			rest = rest[again.Len():]
 		}
 	})
+}
+
+// TestReadFrameAllocatesWhatArrives: a header that declares the largest
+// frame, followed by a few bytes and the end of the stream, costs the
+// reader about what arrived, not the declared length.
+func TestReadFrameAllocatesWhatArrives(t *testing.T) {
+	var hdr [5]byte
+	binary.BigEndian.PutUint32(hdr[:4], maxFrame)
+	hdr[4] = byte(frameStanza)
+	data := append(hdr[:], "a few bytes"...)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, _, err := readFrame(bufio.NewReader(bytes.NewReader(data)))
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("truncated frame: %v, want unexpected EOF", err)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+		t.Fatalf("reading a truncated frame that declares %d bytes allocated %d bytes", maxFrame, grew)
+	}
 }
 
 // FuzzSessionFrames decodes delta and snapshot bodies the way the link

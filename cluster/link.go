@@ -278,6 +278,9 @@ func writeFrame(w *bufio.Writer, t frameType, body []byte) error {
 	return err
 }
 
+// frameInitialBuffer is what readFrame reserves before a body arrives.
+const frameInitialBuffer = 64 << 10
+
 // readFrame reads one frame; body is freshly allocated.
 func readFrame(r *bufio.Reader) (frameType, []byte, error) {
 	var hdr [5]byte
@@ -288,11 +291,17 @@ func readFrame(r *bufio.Reader) (frameType, []byte, error) {
 	if n < 1 || n > maxFrame {
 		return 0, nil, fmt.Errorf("frame length %d out of range", n)
 	}
-	body := make([]byte, n-1)
-	if _, err := io.ReadFull(r, body); err != nil {
+	// Memory grows with the bytes that really arrive, not with the length a
+	// peer declares: a header alone cannot make the node allocate maxFrame.
+	var body bytes.Buffer
+	body.Grow(int(min(n-1, frameInitialBuffer)))
+	if _, err := io.CopyN(&body, r, int64(n-1)); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
 		return 0, nil, fmt.Errorf("frame body: %w", err)
 	}
-	return frameType(hdr[4]), body, nil
+	return frameType(hdr[4]), body.Bytes(), nil
 }
 
 // Handshake (both sides prove knowledge of the key and bind both names; with
