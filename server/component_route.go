@@ -26,18 +26,19 @@ func (s *Server) RouteFromComponent(component string, el *wire.Element) {
 		return
 	}
 	st.to = to
+	dest := s.destinationOf(to)
 	if st.name == "presence" {
 		switch {
-		case st.typ == "probe" && s.domains[to.Domainpart()] && to.Localpart() != "":
+		case dest == toUser && st.typ == "probe":
 			s.answerProbe(component, from, to)
-		case s.queue != nil && s.queue.IsComponent(to.Domainpart()):
+		case dest == toComponent:
 			s.deliverToComponent(st, to.Domainpart(), noop)
-		case s.domains[to.Domainpart()] && to.Localpart() != "":
+		case dest == toUser:
 			s.deliverPresence(to, st.raw)
 		}
 		return
 	}
-	if s.domains[to.Domainpart()] && to.Localpart() != "" && st.name == "iq" && to.Resourcepart() == "" {
+	if dest == toUser && st.name == "iq" && to.Resourcepart() == "" {
 		s.queueError(component, st, "cancel", "service-unavailable", "")
 		return
 	}

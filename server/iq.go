@@ -120,7 +120,7 @@ func (s *Server) handleIQ(sess *Session, st *stanza, done func()) {
 			return
 		}
 	case "result", "error":
-		if !st.hasTo() || (st.to.Localpart() == "" && s.domains[st.to.Domainpart()]) {
+		if !st.hasTo() || s.destinationOf(st.to) == toServer {
 			done() // answers to our pings
 			return
 		}

@@ -33,11 +33,11 @@ func (s *Server) handlePresence(sess *Session, st *stanza, done func()) {
 		done() // clients do not probe (RFC 6121 §4.3); the server does
 	default:
 		// directed presence, available/unavailable/error
-		if s.queue != nil && s.queue.IsComponent(st.to.Domainpart()) {
+		switch s.destinationOf(st.to) {
+		case toComponent:
 			s.deliverToComponent(st, st.to.Domainpart(), done)
 			return
-		}
-		if s.domains[st.to.Domainpart()] && st.to.Localpart() != "" {
+		case toUser:
 			s.deliverPresence(st.to, st.raw)
 		}
 		done()

@@ -74,14 +74,13 @@ func (s *Server) handleFromClient(sess *Session, el *wire.Element, done func()) 
 // route hands st to its destination: a component queue, the server itself,
 // a local user, or an error for a domain we do not serve.
 func (s *Server) route(st *stanza, done func()) {
-	domain := st.to.Domainpart()
-	switch {
-	case s.queue != nil && s.queue.IsComponent(domain):
-		s.deliverToComponent(st, domain, done)
-	case !s.domains[domain]:
+	switch s.destinationOf(st.to) {
+	case toComponent:
+		s.deliverToComponent(st, st.to.Domainpart(), done)
+	case toRemote:
 		s.bounce(st, "cancel", "remote-server-not-found", "this server does not federate with other domains")
 		done()
-	case st.to.Localpart() == "":
+	case toServer:
 		// Addressed to the server itself: IQs are answered by handleIQ;
 		// messages and presence to the server are dropped (RFC 6121 §8.5.1).
 		if st.name == "iq" {
