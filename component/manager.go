@@ -109,11 +109,18 @@ func (m *Manager) IsComponent(domain string) bool { return m.specs[domain] != ni
 func (m *Manager) Components() []string { return append([]string(nil), m.names...) }
 
 // PresenceComponents returns the components that receive presence changes
-// of users of domain. Every component with ReceivePresence receives the
-// presence of the users of every domain the node serves: domain is not
-// used to filter (one deployment, one set of processors).
+// of users of domain: those with ReceivePresence that belong to domain's
+// tenant, i.e. whose JID is a subdomain of domain (collector.example.com
+// for example.com). A domain is a tenant: another domain's processors never
+// see its users' presence.
 func (m *Manager) PresenceComponents(domain string) []string {
-	return append([]string(nil), m.presence...)
+	var out []string
+	for _, c := range m.presence {
+		if strings.HasSuffix(c, "."+domain) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // Submit hands item to the committer. done is called exactly once: after

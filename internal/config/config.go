@@ -294,10 +294,16 @@ func (f File) Validate() error {
 			add("components[%d].jid: %s is configured twice", i, c.JID)
 		}
 		seen[c.JID] = true
+		tenant := false
 		for _, d := range f.Domains {
 			if d == c.JID {
 				add("components[%d].jid: %s is also a served domain: use a subdomain such as collector.%s", i, c.JID, d)
 			}
+			tenant = tenant || strings.HasSuffix(c.JID, "."+d)
+		}
+		if c.JID != "" && c.ReceivePresence && !tenant {
+			add("components[%d]: %s has receive_presence but is not a subdomain of a served domain (%s): a component sees only the presence of its own domain's users; use e.g. collector.%s",
+				i, c.JID, strings.Join(f.Domains, ", "), f.Domains[0])
 		}
 		if c.MaxRows < 0 || c.MaxBytes < 0 || c.MaxAge < 0 || c.DedupeWindow < 0 {
 			add("components[%d]: limits must not be negative", i)

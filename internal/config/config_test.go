@@ -26,6 +26,7 @@ func TestConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{"domains: [a]\nbogus: 1\n", "line 2: field bogus not found"},
 		{"components:\n  - jid: c.localhost\n", "components[0].secret: empty"},
+		{"domains: [example.com]\ncomponents:\n  - {jid: proc.internal, secret: s, receive_presence: true}\n", "not a subdomain of a served domain"},
 		{"cluster:\n  join: [a:1]\n", "set storage.postgres.dsn"},
 		{"cluster:\n  join: [a:1]\n  bind: 10.0.0.1:7946\n", "head -c 32 /dev/urandom | base64"},
 		{"cluster:\n  join_dns: seeds.example\n  bind: 10.0.0.1:7946\n", "cluster.key: empty"},
