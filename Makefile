@@ -48,7 +48,7 @@ $(DATA)/xcollect.yaml:
 # (run-postgres passes its --postgres-dsn).
 hello:
 	@echo
-	@echo "xcollect: domain localhost — c2s STARTTLS $(C2S), direct TLS $(C2S_TLS), components $(COMPONENT), HTTP :5280"
+	@echo "xcollect: domain localhost — c2s STARTTLS $(C2S), direct TLS $(C2S_TLS), components $(COMPONENT), HTTP 127.0.0.1:5280 (loopback; listeners.http to expose it)"
 	@echo "  log in:        demo@localhost / password demo (self-signed certificate: accept it in your client)"
 	@echo "                 e.g. echo hi | go-sendxmpp -u demo@localhost -p demo -j 127.0.0.1:5222 -n demo@localhost"
 	@echo "  add a user:    $(BIN) user add alice@localhost --config $(DATA)/xcollect.yaml$(if $(STORE_FLAGS), $(STORE_FLAGS))   (also while the node runs)"
