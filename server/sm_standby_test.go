@@ -337,7 +337,7 @@ func TestReceiptAfterSettleCopy(t *testing.T) {
 	sess.mu.Unlock()
 	upd[0].done(errors.New("link died"))
 	sess.mu.Lock()
-	stale := sess.sm.repDirty
+	stale := sess.sm.standby.dirty
 	sess.mu.Unlock()
 	if !stale || len(released()) != 0 {
 		t.Fatalf("lost update after the copy: stale=%v released=%v", stale, released())
@@ -413,7 +413,7 @@ func TestResyncAfterStandbyLostCopy(t *testing.T) {
 	replicatedSession(t, owner, fc)
 	// the standby (fresh process) gets an update for an unknown copy…
 	standby := replicaServer(t, "n2", &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n1": true}})
-	if !standby.applyReplicaMsg(&repMsg{Op: "out", ID: "n1~x", Owner: "n1", Epoch: owner.epoch, Out: [][]byte{[]byte("<message/>")}}) {
+	if !standby.applyReplicaMsg(&repMsg{Op: "out", ID: "n1~x", Owner: "n1", Epoch: owner.standbys.epoch, Out: [][]byte{[]byte("<message/>")}}) {
 		t.Fatal("an update for a missing copy is not reported")
 	}
 	// …and its resync makes the owner snapshot again.

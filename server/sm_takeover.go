@@ -325,8 +325,8 @@ func (s *Server) giveAway(req takeoverReq) takeoverResp {
 			resp.Resend = append(resp.Resend, it.b)
 		}
 	}
-	sess.repLocked(&repMsg{Op: "close"}, nil) // the new owner makes its own copy
-	release := sess.takeHeldLocked()          // their stanzas go along
+	sess.dropCopyLocked()            // the new owner makes its own copy
+	release := sess.takeHeldLocked() // their stanzas go along
 	defer release()
 	resp.OK, resp.Full, resp.InH = true, sess.full, sm.inH
 	resp.repPresence = *sess.presLocked()
