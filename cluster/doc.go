@@ -16,7 +16,7 @@
 //     view differs asks the owner for a snapshot. Versions come from a hybrid
 //     logical clock, so the newest entry wins, a restarted node's entries
 //     beat its stale ones, and a later bind of the same full JID on another
-//     node kicks the older session (Handler.HandleConflict, RFC 6120
+//     node kicks the older session (DirectoryHandler.HandleConflict, RFC 6120
 //     §7.7.2.2 "replace old").
 //   - Links (link.go, links.go, linktls.go): one TCP connection per peer
 //     pair, dialed by the node with the smaller name. With a secret key it
@@ -38,7 +38,7 @@
 // What it must not do: block a stanza path on gossip (Route only queues),
 // import other xcollect packages, or know about XML.
 //
-// Read first: Cluster (cluster.go) and Handler, then Session and directory
+// Read first: Cluster (cluster.go) and Handlers (handlers.go), then Session and directory
 // (directory.go), then link (link.go). Goroutines: every one is started by
 // Cluster.spawn and counted; memberlist callbacks only queue work for the
 // events goroutine (events.go). Lock order: Cluster.localMu, then

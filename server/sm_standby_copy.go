@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"strings"
 	"sync"
 	"time"
@@ -13,7 +12,7 @@ type replica struct {
 	epoch                 int64
 	inH, base             uint32
 	fifo                  [][]byte // outbound stanzas base+1, base+2, …
-	pres                  repPresence
+	pres                  standbyPresence
 	seq                   uint64    // of the snapshot it started from
 	orphaned              time.Time // when the owner was first seen dead or restarted
 }
@@ -25,23 +24,18 @@ type replicaTable struct {
 	epochs map[string]int64 // owner → newest start time seen
 }
 
-// applyReplica applies an owner's update to the copies held here.
-func (s *Server) applyReplica(b []byte) {
-	var m repMsg
-	if err := json.Unmarshal(b, &m); err != nil {
-		s.log.Warn().Err(err).Msg("bad session copy update")
-		return
-	}
+// standbyUpdated applies an owner's update to the copies held here (a
+// control message, peer_protocol.go); on the owner, resync marks a copy
+// stale.
+func (s *Server) standbyUpdated(m *standbyMsg) {
 	if m.Op == "resync" {
 		s.resync(m.ID, m.Owner)
 		return
 	}
-	if s.applyReplicaMsg(&m) {
+	if s.applyReplicaMsg(m) {
 		// An update for a copy this node does not have (it restarted, or
 		// the copy was dropped): the owner sends a fresh snapshot.
-		if b, err := json.Marshal(&repMsg{Op: "resync", ID: m.ID, Owner: s.cfg.NodeName}); err == nil {
-			_ = s.cluster.Route(m.Owner, peerReplica, b) // lost: the next update asks again
-		}
+		_ = s.sendPeer(m.Owner, peerStandbyUpdate, &standbyMsg{Op: "resync", ID: m.ID, Owner: s.cfg.NodeName}) // lost: the next update asks again
 	}
 }
 
@@ -61,7 +55,7 @@ func (s *Server) resync(id, node string) {
 
 // applyReplicaMsg applies m to the copies; it reports whether m was an
 // update for a copy that is missing here.
-func (s *Server) applyReplicaMsg(m *repMsg) (missing bool) {
+func (s *Server) applyReplicaMsg(m *standbyMsg) (missing bool) {
 	t := &s.replicas
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -184,7 +178,7 @@ func (s *Server) giveReplica(req takeoverReq) (takeoverResp, bool) {
 		resend = r.fifo[req.H-r.base:]
 	}
 	resp.OK, resp.Full, resp.InH, resp.Resend = true, r.full, r.inH, resend
-	resp.repPresence = r.pres
+	resp.standbyPresence = r.pres
 	s.log.Info().Str("jid", r.full).Str("node", req.From).Str("owner", r.owner).Msg("session copy handed over for resumption")
 	return resp, true
 }
@@ -239,13 +233,9 @@ func (s *Server) findReplica(id, bare string, h uint32, ownerUnreachable bool) (
 	}
 	ch := s.moves.wait(req.Req, len(nodes))
 	defer s.finishTakeover(req.Req) // a second copy that answered too goes offline
-	b, err := json.Marshal(req)
-	if err != nil {
-		return takeoverResp{}, false
-	}
 	asked := 0
 	for _, n := range nodes {
-		if s.cluster.Route(n, peerTakeover, b) == nil {
+		if s.sendPeer(n, peerTakeoverRequest, req) == nil {
 			asked++
 		}
 	}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"sync/atomic"
 	"time"
 )
@@ -10,7 +9,8 @@ import (
 // Replication of XEP-0198 state, so that a client whose node died resumes
 // on another one. Each node copies the stream management state of its
 // resumable sessions to one standby node (the next reachable node after it
-// in name order) over the node links, as control messages to peerReplica:
+// in name order) over the node links, as standby-update control messages
+// (standbyMsg, peer_protocol.go):
 //
 //	open   a snapshot: full JID, handled count, presence, and the outbound
 //	       stanzas the client has not acknowledged (with the sequence
@@ -49,34 +49,8 @@ import (
 // (<failed/> without h). An update that cannot be queued (link down or full)
 // marks the session for a fresh snapshot on the next tick.
 
-const peerReplica = "@sm-rep"
-
 // replicaTick is how often a node checks its standby and its copies.
 const replicaTick = time.Second
-
-type repMsg struct {
-	Op    string       `json:"op"`
-	ID    string       `json:"id"`
-	Owner string       `json:"owner"`
-	Epoch int64        `json:"epoch"`
-	Full  string       `json:"full,omitempty"`
-	Base  uint32       `json:"base,omitempty"` // open: outbound sequence number before Out[0]
-	Out   [][]byte     `json:"out,omitempty"`  // open: the FIFO; out: one stanza
-	InH   uint32       `json:"in_h,omitempty"`
-	H     uint32       `json:"h,omitempty"` // ack and in
-	Pres  *repPresence `json:"pres,omitempty"`
-	Seq   uint64       `json:"seq,omitempty"` // open: the owner's snapshot number; keep: the last one before IDs were listed
-	IDs   []string     `json:"ids,omitempty"` // keep
-}
-
-type repPresence struct {
-	Available bool   `json:"available,omitempty"`
-	Priority  int    `json:"priority,omitempty"`
-	Show      string `json:"show,omitempty"`
-	Status    string `json:"status,omitempty"`
-	Presence  []byte `json:"presence,omitempty"`
-	Roster    bool   `json:"roster,omitempty"`
-}
 
 // standbyOwner is this node's side of the copies: which node holds them
 // and what every session's copy still needs.
@@ -139,7 +113,7 @@ func (s *Server) standbyNode() string {
 // later snapshot (which carries m) was confirmed. repLocked reports
 // whether done will run; false means no copy is kept (no standby, or the
 // node is leaving) and the caller goes on at once. Called with s.mu held.
-func (s *Session) repLocked(m *repMsg, done func()) bool {
+func (s *Session) repLocked(m *standbyMsg, done func()) bool {
 	sm := s.sm
 	if sm == nil || sm.standby.node == "" || s.srv.standbys.leaving.Load() {
 		return false
@@ -153,11 +127,7 @@ func (s *Session) repLocked(m *repMsg, done func()) bool {
 	}
 	id, gen := sm.id, sm.standby.gen
 	m.ID, m.Owner, m.Epoch = id, s.srv.cfg.NodeName, s.srv.standbys.epoch
-	b, err := json.Marshal(m)
-	if err != nil {
-		return false
-	}
-	err = s.srv.cluster.RouteAcked(sm.standby.node, peerReplica, b, func(err error) {
+	err := s.srv.sendPeerAcked(sm.standby.node, peerStandbyUpdate, m, func(err error) {
 		s.mu.Lock()
 		cur := s.curSMLocked(id)
 		switch {
@@ -192,22 +162,24 @@ func (s *Session) repLocked(m *repMsg, done func()) bool {
 
 // copyQueuedLocked copies a stanza queued for the client.
 func (s *Session) copyQueuedLocked(b []byte, done func()) bool {
-	return s.repLocked(&repMsg{Op: "out", Out: [][]byte{b}}, done)
+	return s.repLocked(&standbyMsg{Op: "out", Out: [][]byte{b}}, done)
 }
 
 // copyClientAckLocked copies the client's <a h/>.
-func (s *Session) copyClientAckLocked(h uint32) { s.repLocked(&repMsg{Op: "ack", H: h}, nil) }
+func (s *Session) copyClientAckLocked(h uint32) { s.repLocked(&standbyMsg{Op: "ack", H: h}, nil) }
 
 // copyHandledLocked copies the handled count of the client's stanzas.
 func (s *Session) copyHandledLocked(h uint32, done func()) bool {
-	return s.repLocked(&repMsg{Op: "in", H: h}, done)
+	return s.repLocked(&standbyMsg{Op: "in", H: h}, done)
 }
 
 // copyPresenceLocked copies the session's presence.
-func (s *Session) copyPresenceLocked() { s.repLocked(&repMsg{Op: "pres", Pres: s.presLocked()}, nil) }
+func (s *Session) copyPresenceLocked() {
+	s.repLocked(&standbyMsg{Op: "pres", Pres: s.presLocked()}, nil)
+}
 
 // dropCopyLocked tells the standby the session ended or moved.
-func (s *Session) dropCopyLocked() { s.repLocked(&repMsg{Op: "close"}, nil) }
+func (s *Session) dropCopyLocked() { s.repLocked(&standbyMsg{Op: "close"}, nil) }
 
 func appendDone(list []func(), done func()) []func() {
 	if done == nil {
@@ -253,15 +225,15 @@ func (s *Session) staleLocked() {
 }
 
 // presLocked returns the session's presence for a copy.
-func (s *Session) presLocked() *repPresence {
-	return &repPresence{Available: s.available, Priority: s.priority, Show: s.show, Status: s.status,
+func (s *Session) presLocked() *standbyPresence {
+	return &standbyPresence{Available: s.available, Priority: s.priority, Show: s.show, Status: s.status,
 		Presence: s.presence, Roster: s.rosterRequested}
 }
 
 // snapshotLocked describes the session in full for a new standby.
-func (s *Session) snapshotLocked() *repMsg {
+func (s *Session) snapshotLocked() *standbyMsg {
 	sm := s.sm
-	m := &repMsg{Op: "open", Full: s.full, InH: sm.inH, Pres: s.presLocked(), Seq: s.srv.standbys.snapshots.Add(1)}
+	m := &standbyMsg{Op: "open", Full: s.full, InH: sm.inH, Pres: s.presLocked(), Seq: s.srv.standbys.snapshots.Add(1)}
 	m.Base = sm.outSent - uint32(len(sm.unacked))
 	for _, it := range sm.unacked {
 		m.Out = append(m.Out, it.b)
@@ -290,10 +262,8 @@ func (s *Session) startReplicaLocked(standby string) (release func()) {
 	gen, id := sm.standby.gen, sm.id
 	sm.standby.node, sm.standby.dirty, sm.standby.held = standby, false, nil
 	if old != "" && old != standby {
-		b, err := json.Marshal(&repMsg{Op: "close", ID: sm.id, Owner: s.srv.cfg.NodeName, Epoch: s.srv.standbys.epoch})
-		if err == nil {
-			_ = s.srv.cluster.Route(old, peerReplica, b) // best effort: a copy of an alive owner is also dropped by keep
-		}
+		// best effort: a copy of an alive owner is also dropped by keep
+		_ = s.srv.sendPeer(old, peerStandbyUpdate, &standbyMsg{Op: "close", ID: sm.id, Owner: s.srv.cfg.NodeName, Epoch: s.srv.standbys.epoch})
 	}
 	runHeld := func() {
 		for _, done := range held {
@@ -306,34 +276,31 @@ func (s *Session) startReplicaLocked(standby string) (release func()) {
 	}
 	m := s.snapshotLocked()
 	m.ID, m.Owner, m.Epoch = id, s.srv.cfg.NodeName, s.srv.standbys.epoch
-	b, err := json.Marshal(m)
-	if err == nil {
-		err = s.srv.cluster.RouteAcked(standby, peerReplica, b, func(err error) {
-			s.mu.Lock()
-			cur := s.curSMLocked(id)
-			release := noop
-			switch {
-			case cur == nil:
-				// ended or handed over: nothing to wait for
-			case err != nil:
-				if cur.standby.gen == gen {
-					s.staleLocked()
-				}
-				cur.standby.held, held = append(cur.standby.held, held...), nil
-			case cur.standby.gen != gen:
-				// applied to a standby that was replaced since: wait for
-				// the newer snapshot
-				cur.standby.held, held = append(cur.standby.held, held...), nil
-			case !cur.standby.dirty:
-				// the copy holds everything queued up to now
-				cur.standby.confirmed = gen
-				release = s.takeHeldLocked()
+	err := s.srv.sendPeerAcked(standby, peerStandbyUpdate, m, func(err error) {
+		s.mu.Lock()
+		cur := s.curSMLocked(id)
+		release := noop
+		switch {
+		case cur == nil:
+			// ended or handed over: nothing to wait for
+		case err != nil:
+			if cur.standby.gen == gen {
+				s.staleLocked()
 			}
-			s.mu.Unlock()
-			runHeld()
-			release()
-		})
-	}
+			cur.standby.held, held = append(cur.standby.held, held...), nil
+		case cur.standby.gen != gen:
+			// applied to a standby that was replaced since: wait for
+			// the newer snapshot
+			cur.standby.held, held = append(cur.standby.held, held...), nil
+		case !cur.standby.dirty:
+			// the copy holds everything queued up to now
+			cur.standby.confirmed = gen
+			release = s.takeHeldLocked()
+		}
+		s.mu.Unlock()
+		runHeld()
+		release()
+	})
 	if err != nil {
 		s.staleLocked()
 		sm.standby.held = append(sm.standby.held, held...)
@@ -397,16 +364,14 @@ func (s *Server) replicaPass(last string) string {
 		if standby != "" {
 			// Copies of sessions that ended while an update was lost
 			// would otherwise wait for this node's death.
-			b, err := json.Marshal(&repMsg{Op: "keep", Owner: s.cfg.NodeName, Epoch: s.standbys.epoch, Seq: seq, IDs: ids})
-			if err == nil && s.cluster.Route(standby, peerReplica, b) != nil {
+			keep := &standbyMsg{Op: "keep", Owner: s.cfg.NodeName, Epoch: s.standbys.epoch, Seq: seq, IDs: ids}
+			if s.sendPeer(standby, peerStandbyUpdate, keep) != nil {
 				s.standbys.dirty.Store(true) // again next tick
 			}
 		}
 	}
 	if standby != "" {
-		if b, err := json.Marshal(&repMsg{Op: "hello", Owner: s.cfg.NodeName, Epoch: s.standbys.epoch}); err == nil {
-			_ = s.cluster.Route(standby, peerReplica, b) // repeated every tick
-		}
+		_ = s.sendPeer(standby, peerStandbyUpdate, &standbyMsg{Op: "hello", Owner: s.cfg.NodeName, Epoch: s.standbys.epoch}) // repeated every tick
 	}
 	return standby
 }
@@ -420,15 +385,12 @@ func (s *Server) LeaveCluster(ctx context.Context) {
 	if s.cluster == nil || s.standbys.leaving.Swap(true) {
 		return
 	}
-	b, err := json.Marshal(&repMsg{Op: "bye", Owner: s.cfg.NodeName, Epoch: s.standbys.epoch})
-	if err != nil {
-		return
-	}
+	bye := &standbyMsg{Op: "bye", Owner: s.cfg.NodeName, Epoch: s.standbys.epoch}
 	nodes := s.cluster.Nodes()
 	acked := make(chan struct{}, len(nodes)) // a receipt never blocks
 	n := 0
 	for _, node := range nodes {
-		if node != s.cfg.NodeName && s.cluster.RouteAcked(node, peerReplica, b, func(error) { acked <- struct{}{} }) == nil {
+		if node != s.cfg.NodeName && s.sendPeerAcked(node, peerStandbyUpdate, bye, func(error) { acked <- struct{}{} }) == nil {
 			n++
 		}
 	}
