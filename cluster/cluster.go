@@ -13,6 +13,8 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// Cluster is this node's membership in the xcollect cluster: memberlist,
+// the session directory and the node-to-node links. Create it with New,
 // then Start; all methods are safe for concurrent use.
 type Cluster struct {
 	cfg   Config

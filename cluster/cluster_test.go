@@ -554,10 +554,7 @@ func TestHandshakeUnit(t *testing.T) {
 }
 
 func TestUndeliveredReportedWhenLinkDies(t *testing.T) {
-	c1, c2 := net.Pipe()
-	defer c2.Close()
-	l := newLink("peer", c1, 4, zerolog.New(zerolog.NewTestWriter(t)))
-	l.resync.Store(false)
+	l, _ := pipeLink(t)
 	for i := range 4 {
 		if err := l.enqueue(outFrame{typ: frameStanza, to: fmt.Sprintf("u%d@x", i), body: []byte("<m/>")}); err != nil {
 			t.Fatal(err)
@@ -608,19 +605,7 @@ func TestRouteAcked(t *testing.T) {
 		defer b.h.mu.Unlock()
 		return b.h.stanzas["noack@x/r"] != nil
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := b.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-got:
-		if !errors.Is(err, ErrLinkDown) {
-			t.Fatalf("receipt after the link died: %v, want ErrLinkDown", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("receipt never failed")
-	}
+	wantReceiptFailsWhenPeerStops(t, b, got)
 }
 
 func TestRouteQueueFullAndLinkDown(t *testing.T) {

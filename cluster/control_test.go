@@ -53,19 +53,7 @@ func TestControlMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "the unacked message at the peer", func() bool { return len(b.h.controlList()) == 3 })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := b.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-got:
-		if !errors.Is(err, ErrLinkDown) {
-			t.Fatalf("receipt after the link died: %v, want ErrLinkDown", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("receipt never failed")
-	}
+	wantReceiptFailsWhenPeerStops(t, b, got)
 	if err := a.SendControl("n7", 3, nil); !errors.Is(err, ErrUnknownNode) {
 		t.Fatalf("to an unknown node: %v, want ErrUnknownNode", err)
 	}
@@ -74,10 +62,7 @@ func TestControlMessages(t *testing.T) {
 // TestControlFrameRoundTrip: control frames written by the link writer
 // decode to their kind and body, and acked ones carry their sequence.
 func TestControlFrameRoundTrip(t *testing.T) {
-	c1, c2 := net.Pipe()
-	defer c2.Close()
-	l := newLink("peer", c1, 4, zerolog.New(zerolog.NewTestWriter(t)))
-	l.resync.Store(false)
+	l, c2 := pipeLink(t)
 	if err := l.enqueue(outFrame{typ: frameControl, kind: 7, body: []byte("hello")}); err != nil {
 		t.Fatal(err)
 	}
@@ -105,10 +90,7 @@ func TestControlFrameRoundTrip(t *testing.T) {
 // TestUndeliveredSkipsControlFrames: a link that dies reports only its
 // stanzas as undelivered; control messages are the sender's to repeat.
 func TestUndeliveredSkipsControlFrames(t *testing.T) {
-	c1, c2 := net.Pipe()
-	defer c2.Close()
-	l := newLink("peer", c1, 4, zerolog.New(zerolog.NewTestWriter(t)))
-	l.resync.Store(false)
+	l, _ := pipeLink(t)
 	if err := l.enqueue(outFrame{typ: frameControl, kind: 1, body: []byte("c")}); err != nil {
 		t.Fatal(err)
 	}
@@ -132,4 +114,34 @@ func TestNewRequiresEveryHandler(t *testing.T) {
 			t.Fatalf("New with %+v: %v", hs, err)
 		}
 	}
+}
+
+// wantReceiptFailsWhenPeerStops shuts peer down and expects the receipt
+// waiting on got to fail with ErrLinkDown.
+func wantReceiptFailsWhenPeerStops(t *testing.T, peer tnode, got <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := peer.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if !errors.Is(err, ErrLinkDown) {
+			t.Fatalf("receipt after the link died: %v, want ErrLinkDown", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("receipt never failed")
+	}
+}
+
+// pipeLink returns a link over one end of a pipe, without its first
+// snapshot, and the other end.
+func pipeLink(t *testing.T) (*link, net.Conn) {
+	t.Helper()
+	c1, c2 := net.Pipe()
+	t.Cleanup(func() { c2.Close() })
+	l := newLink("peer", c1, 4, zerolog.New(zerolog.NewTestWriter(t)))
+	l.resync.Store(false)
+	return l, c2
 }

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"mellium.im/xmpp/jid"
-
-	"xcollect.dev/xcollect/storage"
 )
 
 // peerMessage sends v as a control message of kind to s and reports
@@ -67,13 +65,7 @@ func TestForwardedStanzaReachesLocalSession(t *testing.T) {
 func TestForwardedStanzaIsNotForwardedAgain(t *testing.T) {
 	fc := &fakeCluster{nodes: []string{"n1", "n3"}, reachable: map[string]bool{"n3": true}}
 	s := replicaServer(t, "n1", fc)
-	cred, err := storage.NewCredentials("pw", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.store.Users().CreateUser(context.Background(), "alice@example.com", cred); err != nil {
-		t.Fatal(err)
-	}
+	createUser(t, s, "alice@example.com")
 	s.smDetached.moved("n1~x", "alice@example.com/r", "n3") // it moved on to n3
 	raw := []byte("<message from='bob@example.com/x' to='alice@example.com/r' type='chat' id='f2'><body>hi</body></message>")
 	if !peerMessage(t, s, peerForward, forwardedStanza{To: "alice@example.com/r", Stanza: raw}) {

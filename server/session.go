@@ -105,6 +105,13 @@ func (s *Session) JID() jid.JID { return s.jid }
 // blocks; a client that lets MaxOutQueue items pile up is disconnected.
 func (s *Session) send(b []byte, stanza bool) { s.enqueue(b, stanza, nil) }
 
+// sendThen is send for a stanza whose sender waits until it is safe: done
+// runs once the stanza is queued here and, for a replicated session, copied
+// to the standby.
+func (s *Session) sendThen(b []byte, done func()) {
+	s.enqueue(b, true, done)
+}
+
 // enqueue is send with an optional done (see sendThen), which runs once
 // whatever happens to the stanza.
 func (s *Session) enqueue(b []byte, stanza bool, done func()) {

@@ -214,12 +214,6 @@ func (sm *smState) unackedStanzas() [][]byte {
 	return out
 }
 
-// runs once the stanza is queued here and, for a replicated session, copied
-// to the standby.
-func (s *Session) sendThen(b []byte, done func()) {
-	s.enqueue(b, true, done)
-}
-
 // queueAckLocked answers an <r/> with h, once the standby has h. While
 // one copy of the count is on its way, later answers wait and go out
 // together with the next one (one link round trip per burst of <r/>, not

@@ -6,6 +6,8 @@ import (
 	"time"
 )
 
+// detachedTable indexes resumable sessions by their stream management id,
+// and remembers for a while how many stanzas ended ones had handled, so
 // that a late <resume/> gets <failed h='…'/> (XEP-0198 §5) and the client
 // resends only the rest.
 type detachedTable struct {

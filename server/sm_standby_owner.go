@@ -308,6 +308,7 @@ func (s *Session) startReplicaLocked(standby string) (release func()) {
 	return noop
 }
 
+// replicaLoop keeps each local session's copy on the current standby and
 // expires copies whose owner died.
 func (s *Server) replicaLoop() {
 	t := time.NewTicker(replicaTick)

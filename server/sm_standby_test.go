@@ -113,6 +113,18 @@ func replicaServer(t *testing.T, self string, fc *fakeCluster) *Server {
 	return s
 }
 
+// createUser adds account bare (password "pw") to s's store.
+func createUser(t *testing.T, s *Server, bare string) {
+	t.Helper()
+	cred, err := storage.NewCredentials("pw", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.store.Users().CreateUser(context.Background(), bare, cred); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func apply(t *testing.T, s *Server, m standbyMsg) {
 	t.Helper()
 	b, err := json.Marshal(m)
@@ -227,13 +239,7 @@ func TestReplicaKeep(t *testing.T) {
 func TestReplicaExpires(t *testing.T) {
 	fc := &fakeCluster{nodes: []string{"n2"}, reachable: map[string]bool{}}
 	s := replicaServer(t, "n2", fc)
-	cred, err := storage.NewCredentials("pw", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.store.Users().CreateUser(context.Background(), "alice@example.com", cred); err != nil {
-		t.Fatal(err)
-	}
+	createUser(t, s, "alice@example.com")
 	msg := []byte("<message from='bob@example.com/x' to='alice@example.com/r' type='chat' id='m1'><body>hi</body></message>")
 	apply(t, s, standbyMsg{Op: "open", ID: "n1~x", Owner: "n1", Epoch: 1, Full: "alice@example.com/r", InH: 4, Out: [][]byte{msg}, Seq: 1})
 	now := time.Now()
