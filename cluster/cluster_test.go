@@ -582,14 +582,7 @@ func TestRouteAcked(t *testing.T) {
 	if err := a.RouteAcked("n1", "bob@x/r", []byte("<message id='1'/>"), func(err error) { got <- err }); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-got:
-		if err != nil {
-			t.Fatalf("receipt: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no receipt")
-	}
+	wantReceipt(t, got)
 	b.h.mu.Lock()
 	arrived := bytes.Equal(b.h.stanzas["bob@x/r"], []byte("<message id='1'/>"))
 	b.h.mu.Unlock()

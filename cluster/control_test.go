@@ -27,14 +27,7 @@ func TestControlMessages(t *testing.T) {
 	if err := a.SendControlAcked("n1", 4, []byte(`{"acked":true}`), func(err error) { got <- err }); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-got:
-		if err != nil {
-			t.Fatalf("receipt: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no receipt")
-	}
+	wantReceipt(t, got)
 	waitFor(t, 5*time.Second, "both control messages at the peer", func() bool { return len(b.h.controlList()) == 2 })
 	want := []controlMsg{{"n0", 3, []byte(`{"plain":true}`)}, {"n0", 4, []byte(`{"acked":true}`)}}
 	for i, m := range b.h.controlList() {
@@ -144,4 +137,17 @@ func pipeLink(t *testing.T) (*link, net.Conn) {
 	l := newLink("peer", c1, 4, zerolog.New(zerolog.NewTestWriter(t)))
 	l.resync.Store(false)
 	return l, c2
+}
+
+// wantReceipt expects a successful receipt on got within five seconds.
+func wantReceipt(t *testing.T, got <-chan error) {
+	t.Helper()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("receipt: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no receipt")
+	}
 }

@@ -32,18 +32,17 @@ const (
 	peerForward         peerKind = 5
 )
 
+// String names the kind in logs.
 func (k peerKind) String() string {
-	switch k {
-	case peerTakeoverRequest:
-		return "takeover-request"
-	case peerTakeoverAnswer:
-		return "takeover-answer"
-	case peerDropMoved:
-		return "drop-moved"
-	case peerStandbyUpdate:
-		return "standby-update"
-	case peerForward:
-		return "forward"
+	names := [...]string{
+		peerTakeoverRequest: "takeover-request",
+		peerTakeoverAnswer:  "takeover-answer",
+		peerDropMoved:       "drop-moved",
+		peerStandbyUpdate:   "standby-update",
+		peerForward:         "forward",
+	}
+	if int(k) < len(names) && names[k] != "" {
+		return names[k]
 	}
 	return fmt.Sprintf("peer-message(%d)", byte(k))
 }
