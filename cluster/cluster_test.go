@@ -14,7 +14,7 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// recHandler records every Handler call.
+// recHandler records every handler call (it is all three handlers).
 type recHandler struct {
 	mu          sync.Mutex
 	stanzas     map[string][]byte
@@ -22,9 +22,40 @@ type recHandler struct {
 	updates     int
 	conflicts   []string
 	undelivered []string
+	controls    []controlMsg
 }
 
+// controlMsg is one HandleControl call.
+type controlMsg struct {
+	from string
+	kind byte
+	msg  []byte
+}
+
+// kindNoAck is a control kind recHandler never acks.
+const kindNoAck = 99
+
 func newRec() *recHandler { return &recHandler{stanzas: map[string][]byte{}} }
+
+// all returns h as every handler of a Cluster.
+func (h *recHandler) all() Handlers { return Handlers{Stanzas: h, Directory: h, Control: h} }
+
+// HandleControl records the message and acks it unless its kind is
+// kindNoAck.
+func (h *recHandler) HandleControl(from string, kind byte, msg []byte, ack func()) {
+	h.mu.Lock()
+	h.controls = append(h.controls, controlMsg{from, kind, msg})
+	h.mu.Unlock()
+	if kind != kindNoAck {
+		ack()
+	}
+}
+
+func (h *recHandler) controlList() []controlMsg {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]controlMsg(nil), h.controls...)
+}
 
 func (h *recHandler) HandleStanza(to string, s []byte) {
 	h.mu.Lock()
@@ -133,7 +164,7 @@ func startNodeHook(t testing.TB, name string, mutate func(*Config), hook func(*C
 		mutate(&cfg)
 	}
 	h := newRec()
-	c, err := New(cfg, h)
+	c, err := New(cfg, h.all())
 	if err != nil {
 		t.Fatalf("New %s: %v", name, err)
 	}
@@ -409,17 +440,17 @@ func TestNodeMetaSizeValidated(t *testing.T) {
 	cfg.SecretKey = testKey
 	cfg.Meta.C2S = strings.Repeat("a", 300)
 	cfg.Meta.HTTP = strings.Repeat("b", 200)
-	_, err := New(cfg, newRec())
+	_, err := New(cfg, newRec().all())
 	if !errors.Is(err, ErrMetaTooLarge) {
 		t.Fatalf("New with 500-byte addresses: %v", err)
 	}
 	t.Log(err)
 	cfg.Meta.HTTP = "b:80"
-	if _, err := New(cfg, newRec()); err != nil {
+	if _, err := New(cfg, newRec().all()); err != nil {
 		t.Fatalf("New with small meta: %v", err)
 	}
 	cfg.SecretKey = []byte("short")
-	if _, err := New(cfg, newRec()); err == nil || !strings.Contains(err.Error(), "secret key") {
+	if _, err := New(cfg, newRec().all()); err == nil || !strings.Contains(err.Error(), "secret key") {
 		t.Fatalf("bad key length: %v", err)
 	}
 }
@@ -523,10 +554,7 @@ func TestHandshakeUnit(t *testing.T) {
 }
 
 func TestUndeliveredReportedWhenLinkDies(t *testing.T) {
-	c1, c2 := net.Pipe()
-	defer c2.Close()
-	l := newLink("peer", c1, 4, zerolog.New(zerolog.NewTestWriter(t)))
-	l.resync.Store(false)
+	l, _ := pipeLink(t)
 	for i := range 4 {
 		if err := l.enqueue(outFrame{typ: frameStanza, to: fmt.Sprintf("u%d@x", i), body: []byte("<m/>")}); err != nil {
 			t.Fatal(err)
@@ -554,14 +582,7 @@ func TestRouteAcked(t *testing.T) {
 	if err := a.RouteAcked("n1", "bob@x/r", []byte("<message id='1'/>"), func(err error) { got <- err }); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-got:
-		if err != nil {
-			t.Fatalf("receipt: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no receipt")
-	}
+	wantReceipt(t, got)
 	b.h.mu.Lock()
 	arrived := bytes.Equal(b.h.stanzas["bob@x/r"], []byte("<message id='1'/>"))
 	b.h.mu.Unlock()
@@ -577,19 +598,7 @@ func TestRouteAcked(t *testing.T) {
 		defer b.h.mu.Unlock()
 		return b.h.stanzas["noack@x/r"] != nil
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := b.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-got:
-		if !errors.Is(err, ErrLinkDown) {
-			t.Fatalf("receipt after the link died: %v, want ErrLinkDown", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("receipt never failed")
-	}
+	wantReceiptFailsWhenPeerStops(t, b, got)
 }
 
 func TestRouteQueueFullAndLinkDown(t *testing.T) {

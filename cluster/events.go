@@ -178,7 +178,7 @@ func (c *Cluster) handleWork(it workItem) {
 		gone := c.dir.dropOwner(n.Name)
 		log.Info().Int("sessions", len(gone)).Msg("node left or died; sessions dropped")
 		if len(gone) > 0 {
-			c.h.HandleSessionsGone(gone)
+			c.h.Directory.HandleSessionsGone(gone)
 		}
 	}
 }

@@ -77,7 +77,7 @@ func injectStanza(t *testing.T, conn net.Conn, to string, stanza []byte) {
 func TestKeylessLinkInjection(t *testing.T) {
 	cfg := DefaultLocalConfig()
 	cfg.NodeName = "n0"
-	_, err := New(cfg, newRec())
+	_, err := New(cfg, newRec().all())
 	if !errors.Is(err, ErrNoKey) || !strings.Contains(err.Error(), "head -c 32 /dev/urandom | base64") {
 		t.Fatalf("New without a key: %v, want ErrNoKey saying how to make one", err)
 	}

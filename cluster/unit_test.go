@@ -107,7 +107,7 @@ func TestDirectorySnapshotReplacesStale(t *testing.T) {
 }
 
 func TestStateRoundTrip(t *testing.T) {
-	c, err := New(Config{NodeName: "a", Local: true, BindAddr: "127.0.0.1", SecretKey: testKey}, newRec())
+	c, err := New(Config{NodeName: "a", Local: true, BindAddr: "127.0.0.1", SecretKey: testKey}, newRec().all())
 	if err != nil {
 		t.Fatal(err)
 	}

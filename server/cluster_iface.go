@@ -24,6 +24,12 @@ type Cluster interface {
 	// stored the stanza, done(err) when that is unknown. done must not
 	// block and is not called when RouteAcked returns an error.
 	RouteAcked(node, to string, stanza []byte, done func(error)) error
+	// SendControl hands control message msg of kind (peer_protocol.go) to
+	// node, whose HandlePeerMessage receives it; an error means it could
+	// not be queued. A message lost with the link is dropped.
+	SendControl(node string, kind byte, msg []byte) error
+	// SendControlAcked is SendControl with a receipt, as RouteAcked.
+	SendControlAcked(node string, kind byte, msg []byte, done func(error)) error
 	// Nodes returns the names of the alive nodes, this one included,
 	// sorted.
 	Nodes() []string

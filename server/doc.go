@@ -13,5 +13,13 @@
 //
 // The c2s path reads as a chain of files: listener.go (accept) → c2s.go
 // (negotiation) → sasl.go → session.go (read/write loops) → router.go →
-// smq.go (XEP-0198). Read first: Server, Session, Config.
+// sm_ack.go (XEP-0198). Read first: Server, Session, Config.
+//
+// XEP-0198 stream management, file by file: sm_ack.go (enable, counters,
+// <a/> and <r/>), sm_resume.go and sm_detached.go (detach, <resume/> on
+// this node, the table of resumable and ended sessions), sm_takeover.go
+// (resumption on another node: the owner hands the session over),
+// sm_standby_owner.go (this node's sessions copied to a standby node) and
+// sm_standby_copy.go (the copies this node holds for others, and resuming
+// from them after their owner died).
 package server

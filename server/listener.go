@@ -101,7 +101,7 @@ func (s *Server) refuse(conn net.Conn, directTLS bool, ref connlimit.Refusal) {
 
 // serveConn owns one client connection from accept to close.
 func (s *Server) serveConn(conn net.Conn, directTLS bool) {
-	defer s.track(conn)()
+	defer s.registerConn(conn)()
 	c := &c2sConn{srv: s, raw: conn, log: s.log.With().Str("remote", conn.RemoteAddr().String()).Str("conn", randomID(4)).Logger()}
 	defer c.endExchange() // a connection dropped mid-SASL gives its slot back
 	c.ir = &idleReader{conn: conn, deadline: time.Now().Add(s.cfg.NegotiationTimeout)}

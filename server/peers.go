@@ -7,6 +7,61 @@ import (
 	"xcollect.dev/xcollect/storage"
 )
 
+// What other nodes hand this one through the cluster: stanzas for local
+// sessions (DeliverFromPeer, DeliverFromPeerAcked, Undeliverable) and
+// directory events (PeerSessionsGone, Conflict). Control messages between
+// nodes are in peer_protocol.go.
+
+// DeliverFromPeerAcked is DeliverFromPeer for a stanza whose sender waits
+// for a receipt: ack runs once it is in a local session's queue, with the
+// node the session moved to, or stored offline.
+func (s *Server) DeliverFromPeerAcked(to string, raw []byte, ack func()) {
+	s.deliverFromPeer(to, raw, ack, false)
+}
+
+// DeliverFromPeer takes a stanza another node routed here for a local
+// target.
+func (s *Server) DeliverFromPeer(to string, raw []byte) {
+	s.deliverFromPeer(to, raw, noop, false)
+}
+
+// deliverFromPeer hands a peer's stanza to the local session of to; when
+// that session has moved to another node it forwards the stanza there
+// once (forwarded: it was forwarded here already, peerForward); otherwise
+// a message is stored offline. ack runs when done.
+func (s *Server) deliverFromPeer(to string, raw []byte, ack func(), forwarded bool) {
+	j, err := jid.Parse(to)
+	if err != nil {
+		ack() // nothing to deliver to: do not make the sender retry
+		return
+	}
+	bare := j.Bare().String()
+	if sess := s.sessions.get(bare, j.Resourcepart()); sess != nil {
+		sess.sendThen(raw, ack)
+		return
+	}
+	if !forwarded && s.cluster != nil {
+		for _, r := range s.withMoved(s.resourcesOf(bare), to) {
+			if r.full == to && r.local == nil {
+				err := s.sendPeerAcked(r.node, peerForward, forwardedStanza{To: to, Stanza: raw}, func(err error) {
+					if err == nil {
+						ack()
+					} else {
+						s.offload(func() { s.undeliverable(to, raw); ack() })
+					}
+				})
+				if err == nil {
+					return
+				}
+				break
+			}
+		}
+	}
+	// The session is gone: store it like a local stanza that could not be
+	// written (off the link's reader: a store write), then confirm.
+	s.offload(func() { s.undeliverable(to, raw); ack() })
+}
+
 // PeerSessionsGone is called when sessions of another node disappeared
 // without saying goodbye (the node died or left): the local contacts of
 // each available one receive its unavailable presence. Every node does this

@@ -75,7 +75,7 @@ func (s *Server) presenceBroadcast(sess *Session, st *stanza, done func()) {
 	} else {
 		sess.presence = nil
 	}
-	sess.repLocked(&repMsg{Op: "pres", Pres: sess.presLocked()}, nil)
+	sess.copyPresenceLocked()
 	sess.mu.Unlock()
 	if !available && !wasAvailable {
 		done()

@@ -76,7 +76,7 @@ func (s *Server) handleRoster(sess *Session, st *stanza) {
 		}
 		sess.mu.Lock()
 		sess.rosterRequested = true
-		sess.repLocked(&repMsg{Op: "pres", Pres: sess.presLocked()}, nil)
+		sess.copyPresenceLocked()
 		sess.mu.Unlock()
 		sess.send(iqResult(st, out), true)
 	case "set":

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -395,70 +394,6 @@ func (s *Server) undeliverable(full string, raw []byte) {
 	from, _ := jid.Parse(el.Get("from"))
 	st := &stanza{name: "message", typ: typ, id: el.Get("id"), from: from, to: j.Bare(), raw: raw, el: el}
 	s.storeOffline(st, j.Bare().String(), noop)
-}
-
-// fwdPrefix marks a stanza one node forwards to another because its
-// target session moved there (XEP-0198 resumption on another node) while
-// the sender's directory still named the old node. A forwarded stanza is
-// never forwarded again.
-const fwdPrefix = "@fwd/"
-
-// DeliverFromPeerAcked is DeliverFromPeer for a stanza whose sender waits
-// for a receipt: ack runs once it is in a local session's queue, with the
-// node the session moved to, or stored offline.
-func (s *Server) DeliverFromPeerAcked(to string, raw []byte, ack func()) {
-	if s.handlePeerControl(to, raw) {
-		ack()
-		return
-	}
-	s.deliverFromPeer(to, raw, ack)
-}
-
-// DeliverFromPeer takes a stanza another node routed here for a local
-// target.
-func (s *Server) DeliverFromPeer(to string, raw []byte) {
-	if s.handlePeerControl(to, raw) {
-		return
-	}
-	s.deliverFromPeer(to, raw, noop)
-}
-
-// deliverFromPeer hands a peer's stanza to the local session of to; when
-// that session has moved to another node it forwards the stanza there
-// once; otherwise a message is stored offline. ack runs when done.
-func (s *Server) deliverFromPeer(to string, raw []byte, ack func()) {
-	forwarded := strings.HasPrefix(to, fwdPrefix)
-	to = strings.TrimPrefix(to, fwdPrefix)
-	j, err := jid.Parse(to)
-	if err != nil {
-		ack() // nothing to deliver to: do not make the sender retry
-		return
-	}
-	bare := j.Bare().String()
-	if sess := s.sessions.get(bare, j.Resourcepart()); sess != nil {
-		sess.sendThen(raw, ack)
-		return
-	}
-	if !forwarded && s.cluster != nil {
-		for _, r := range s.withMoved(s.resourcesOf(bare), to) {
-			if r.full == to && r.local == nil {
-				err := s.cluster.RouteAcked(r.node, fwdPrefix+to, raw, func(err error) {
-					if err == nil {
-						ack()
-					} else {
-						s.offload(func() { s.undeliverable(to, raw); ack() })
-					}
-				})
-				if err == nil {
-					return
-				}
-				break
-			}
-		}
-	}
-	// The session is gone: store it like a local stanza that could not be
-	// written (off the link's reader: a store write), then confirm.
-	s.offload(func() { s.undeliverable(to, raw); ack() })
 }
 
 // parseElement decodes one stanza's header from its bytes.

@@ -53,14 +53,9 @@ type Server struct {
 	writers    sync.Pool // *bufio.Writer borrowed by session writers per burst
 	smDetached detachedTable
 	moves      takeovers
-	replicas   replicaTable  // copies of other nodes' sessions (cluster)
-	repDirty   atomic.Bool   // a session's copy needs a fresh snapshot
-	repSeq     atomic.Uint64 // numbers the snapshots sent to standbys
-	repKick    chan struct{} // wakes replicaLoop: a copy went stale
-	standby    atomic.Value  // string: the standby of replicaLoop's last pass
-	leaving    atomic.Bool   // LeaveCluster ran: no more copies
-	epoch      int64         // start time: tells a restarted node from the old one
-	iqs        iqTable       // the IQs the server answers itself
+	standbys   standbyOwner // copying this node's sessions to a standby (cluster)
+	replicas   replicaTable // copies of other nodes' sessions (cluster)
+	iqs        iqTable      // the IQs the server answers itself
 	authGuard  authGuard
 	connLimit  *connlimit.Limiter
 	refusing   atomic.Int32 // connections being refused (stream error being written)
@@ -116,8 +111,8 @@ func New(cfg Config, store storage.Store) (*Server, error) {
 	s.smDetached.init(2 * cfg.SMResumeTimeout)
 	s.replicas.byID = make(map[string]*replica)
 	s.replicas.epochs = make(map[string]int64)
-	s.epoch = mrand.Int64() // not a clock: a restarted node only needs a different one
-	s.repKick = make(chan struct{}, 1)
+	s.standbys.epoch = mrand.Int64() // not a clock: a restarted node only needs a different one
+	s.standbys.kick = make(chan struct{}, 1)
 	s.iqs = s.iqServices()
 	s.authGuard.init(cfg.Auth)
 	s.connLimit = connlimit.New(cfg.MaxConns, cfg.MaxConnsPerAddr)
@@ -248,8 +243,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// track registers an accepted connection until done is called.
-func (s *Server) track(c net.Conn) (done func()) {
+// registerConn registers an accepted connection until done is called.
+func (s *Server) registerConn(c net.Conn) (done func()) {
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()

@@ -105,11 +105,18 @@ func (s *Session) JID() jid.JID { return s.jid }
 // blocks; a client that lets MaxOutQueue items pile up is disconnected.
 func (s *Session) send(b []byte, stanza bool) { s.enqueue(b, stanza, nil) }
 
+// sendThen is send for a stanza whose sender waits until it is safe: done
+// runs once the stanza is queued here and, for a replicated session, copied
+// to the standby.
+func (s *Session) sendThen(b []byte, done func()) {
+	s.enqueue(b, true, done)
+}
+
 // enqueue is send with an optional done (see sendThen), which runs once
 // whatever happens to the stanza.
 func (s *Session) enqueue(b []byte, stanza bool, done func()) {
-	waits := done != nil
-	if !waits {
+	after := done // nil: nobody waits for the standby's copy
+	if done == nil {
 		done = noop
 	}
 	s.mu.Lock()
@@ -137,15 +144,7 @@ func (s *Session) enqueue(b []byte, stanza bool, done func()) {
 	}
 	s.out = append(s.out, outItem{b: b, stanza: stanza})
 	s.notify()
-	copied := false
-	if stanza {
-		m := &repMsg{Op: "out", Out: [][]byte{b}}
-		if waits {
-			copied = s.repLocked(m, done)
-		} else {
-			s.repLocked(m, nil)
-		}
-	}
+	copied := stanza && s.copyQueuedLocked(b, after)
 	s.mu.Unlock()
 	s.srv.stats.StanzasOut.Add(1)
 	if !copied {
@@ -228,7 +227,7 @@ func (s *Session) readLoop(c *c2sConn) error {
 			s.srv.stats.StanzasIn.Add(1)
 			switch el.Name.Local {
 			case "message", "presence", "iq":
-				s.srv.handleFromClient(s, el, s.track())
+				s.srv.handleFromClient(s, el, s.countInbound())
 			default:
 				s.closeWithError(closeNotWellFormed, wire.UnsupportedStanzaType, "")
 				return errClosed
@@ -442,7 +441,7 @@ func (s *Server) endSession(s2 *Session) {
 	if s2.sm != nil {
 		pending = s2.sm.unackedStanzas()
 		s2.sm.unacked = nil
-		s2.repLocked(&repMsg{Op: "close"}, nil) // we store them offline ourselves
+		s2.dropCopyLocked() // we store them offline ourselves
 	}
 	release := s2.takeHeldLocked() // after the offline storage below
 	var keep []outItem

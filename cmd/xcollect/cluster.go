@@ -1,36 +1,39 @@
 package main
 
 import (
-	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"strconv"
-	"syscall"
-	"time"
 
 	"github.com/rs/zerolog"
 
 	"xcollect.dev/xcollect/cluster"
-	"xcollect.dev/xcollect/component"
 	"xcollect.dev/xcollect/internal/config"
 	"xcollect.dev/xcollect/server"
 )
 
 // clusterAdapter joins cluster.Cluster and server.Server: it is the
-// server's view of the cluster (server.Cluster) and the cluster's handler
-// (cluster.Handler). Wiring only: no logic beyond translating types.
+// server's view of the cluster (server.Cluster) and the cluster's three
+// handlers (stanzas, directory events, control messages). Wiring only: no
+// logic beyond translating types.
 type clusterAdapter struct {
 	c   *cluster.Cluster
 	srv *server.Server
 }
 
 var (
-	_ server.Cluster  = (*clusterAdapter)(nil)
-	_ cluster.Handler = (*clusterAdapter)(nil)
+	_ server.Cluster           = (*clusterAdapter)(nil)
+	_ cluster.StanzaHandler    = (*clusterAdapter)(nil)
+	_ cluster.DirectoryHandler = (*clusterAdapter)(nil)
+	_ cluster.ControlHandler   = (*clusterAdapter)(nil)
 )
+
+// handlers returns the adapter as every handler of the cluster.
+func (a *clusterAdapter) handlers() cluster.Handlers {
+	return cluster.Handlers{Stanzas: a, Directory: a, Control: a}
+}
 
 func peer(s cluster.Session) server.PeerSession {
 	return server.PeerSession{JID: s.JID, Node: s.Node, Available: s.Available, Show: s.Show, Status: s.Status, Priority: s.Priority, Version: s.Version}
@@ -161,43 +164,22 @@ func splitHostPort(s string) (string, int, error) {
 	return host, port, nil
 }
 
-// loadLoop publishes this node's load to the cluster every second until
-// ctx ends: sessions, component connections, stanzas/s and CPU use.
-func loadLoop(ctx context.Context, c *cluster.Cluster, srv *server.Server, mgr *component.Manager) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	lastIn, lastCPU, last := srv.Stats().StanzasIn.Load(), cpuTime(), time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			in, cpu := srv.Stats().StanzasIn.Load(), cpuTime()
-			dt := now.Sub(last).Seconds()
-			l := cluster.Load{Sessions: int(srv.Stats().Sessions.Load()), Components: mgr.Connections()}
-			if dt > 0 {
-				l.StanzaRate = float64(in-lastIn) / dt
-				l.CPU = min(1, (cpu-lastCPU).Seconds()/dt/float64(runtime.NumCPU()))
-			}
-			c.SetLoad(l)
-			lastIn, lastCPU, last = in, cpu, now
-		}
-	}
-}
-
-// cpuTime returns the CPU time this process used (user + system).
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 func (a *clusterAdapter) RouteAcked(node, to string, stanza []byte, done func(error)) error {
 	return a.c.RouteAcked(node, to, stanza, done)
 }
 
 func (a *clusterAdapter) HandleStanzaAcked(to string, stanza []byte, ack func()) {
 	a.srv.DeliverFromPeerAcked(to, stanza, ack)
+}
+
+func (a *clusterAdapter) SendControl(node string, kind byte, msg []byte) error {
+	return a.c.SendControl(node, kind, msg)
+}
+
+func (a *clusterAdapter) SendControlAcked(node string, kind byte, msg []byte, done func(error)) error {
+	return a.c.SendControlAcked(node, kind, msg, done)
+}
+
+func (a *clusterAdapter) HandleControl(from string, kind byte, msg []byte, ack func()) {
+	a.srv.HandlePeerMessage(from, kind, msg, ack)
 }

@@ -105,7 +105,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var cl *cluster.Cluster
 	adapter := &clusterAdapter{}
 	if f.Cluster.Enabled() {
-		if cl, err = cluster.New(clcfg, adapter); err != nil {
+		if cl, err = cluster.New(clcfg, adapter.handlers()); err != nil {
 			return err
 		}
 		adapter.c = cl
@@ -175,7 +175,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			srv.LeaveCluster(ctx)
 		})
 		loadDone := make(chan struct{})
-		go func() { defer close(loadDone); loadLoop(ctx, cl, srv, mgr) }()
+		load := cluster.LoadSource{
+			Sessions:   func() int { return int(srv.Stats().Sessions.Load()) },
+			Components: mgr.Connections,
+			StanzasIn:  srv.Stats().StanzasIn.Load,
+		}
+		go func() { defer close(loadDone); cl.PublishLoad(ctx, load) }()
 		stops = append(stops, func() { <-loadDone })
 	}
 	httpDone, err := startHTTP(ctx, f, store, srv, cl, *pprofOn, log)

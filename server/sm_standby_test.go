@@ -29,7 +29,8 @@ type fakeCluster struct {
 
 type sentMsg struct {
 	node string
-	msg  repMsg
+	kind peerKind // 0: a stanza (RouteAcked)
+	msg  standbyMsg
 	done func(error)
 }
 
@@ -43,9 +44,23 @@ func (f *fakeCluster) RouteAcked(node, _ string, b []byte, done func(error)) err
 	if f.down {
 		return errors.New("link down")
 	}
-	var m repMsg
-	_ = json.Unmarshal(b, &m)
-	f.sent = append(f.sent, sentMsg{node, m, done})
+	f.sent = append(f.sent, sentMsg{node: node, done: done})
+	return nil
+}
+
+func (f *fakeCluster) SendControl(string, byte, []byte) error { return nil }
+
+func (f *fakeCluster) SendControlAcked(node string, kind byte, b []byte, done func(error)) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return errors.New("link down")
+	}
+	var m standbyMsg
+	if peerKind(kind) == peerStandbyUpdate {
+		_ = json.Unmarshal(b, &m)
+	}
+	f.sent = append(f.sent, sentMsg{node: node, kind: peerKind(kind), msg: m, done: done})
 	return nil
 }
 
@@ -98,13 +113,29 @@ func replicaServer(t *testing.T, self string, fc *fakeCluster) *Server {
 	return s
 }
 
-func apply(t *testing.T, s *Server, m repMsg) {
+// createUser adds account bare (password "pw") to s's store.
+func createUser(t *testing.T, s *Server, bare string) {
+	t.Helper()
+	cred, err := storage.NewCredentials("pw", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.store.Users().CreateUser(context.Background(), bare, cred); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func apply(t *testing.T, s *Server, m standbyMsg) {
 	t.Helper()
 	b, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.applyReplica(b)
+	acked := false
+	s.HandlePeerMessage("n9", byte(peerStandbyUpdate), b, func() { acked = true })
+	if !acked {
+		t.Fatalf("no receipt for %+v", m)
+	}
 }
 
 func TestStandbyIsNextReachableNode(t *testing.T) {
@@ -134,13 +165,13 @@ func TestReplicaFollowsOwner(t *testing.T) {
 	st := func(n string) []byte {
 		return []byte("<message to='" + full + "' id='" + n + "'><body>" + n + "</body></message>")
 	}
-	apply(t, s, repMsg{Op: "open", ID: id, Owner: "n1", Epoch: 7, Full: full, Base: 10, InH: 3,
-		Out: [][]byte{st("s11"), st("s12"), st("s13")}, Pres: &repPresence{Available: true, Priority: 5}, Seq: 1})
-	apply(t, s, repMsg{Op: "out", ID: id, Owner: "n1", Epoch: 7, Out: [][]byte{st("s14")}})
-	apply(t, s, repMsg{Op: "ack", ID: id, Owner: "n1", Epoch: 7, H: 12})
-	apply(t, s, repMsg{Op: "in", ID: id, Owner: "n1", Epoch: 7, H: 9})
-	apply(t, s, repMsg{Op: "in", ID: id, Owner: "n1", Epoch: 7, H: 8}) // stale: ignored
-	apply(t, s, repMsg{Op: "hello", Owner: "n1", Epoch: 7})
+	apply(t, s, standbyMsg{Op: "open", ID: id, Owner: "n1", Epoch: 7, Full: full, Base: 10, InH: 3,
+		Out: [][]byte{st("s11"), st("s12"), st("s13")}, Pres: &standbyPresence{Available: true, Priority: 5}, Seq: 1})
+	apply(t, s, standbyMsg{Op: "out", ID: id, Owner: "n1", Epoch: 7, Out: [][]byte{st("s14")}})
+	apply(t, s, standbyMsg{Op: "ack", ID: id, Owner: "n1", Epoch: 7, H: 12})
+	apply(t, s, standbyMsg{Op: "in", ID: id, Owner: "n1", Epoch: 7, H: 9})
+	apply(t, s, standbyMsg{Op: "in", ID: id, Owner: "n1", Epoch: 7, H: 8}) // stale: ignored
+	apply(t, s, standbyMsg{Op: "hello", Owner: "n1", Epoch: 7})
 
 	req := takeoverReq{ID: id, Bare: "alice@example.com", H: 13, From: "n3", Req: "r1", Replica: true, OwnerUnreachable: true}
 	if _, ok := s.giveReplica(req); ok {
@@ -174,8 +205,8 @@ func TestReplicaFollowsOwner(t *testing.T) {
 func TestReplicaOfRestartedOwner(t *testing.T) {
 	fc := &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n1": true}}
 	s := replicaServer(t, "n2", fc)
-	apply(t, s, repMsg{Op: "open", ID: "n1~x", Owner: "n1", Epoch: 1, Full: "alice@example.com/r", Seq: 1})
-	apply(t, s, repMsg{Op: "hello", Owner: "n1", Epoch: 2})
+	apply(t, s, standbyMsg{Op: "open", ID: "n1~x", Owner: "n1", Epoch: 1, Full: "alice@example.com/r", Seq: 1})
+	apply(t, s, standbyMsg{Op: "hello", Owner: "n1", Epoch: 2})
 	if resp, ok := s.giveReplica(takeoverReq{ID: "n1~x", Bare: "alice@example.com", From: "n1", Replica: true}); !ok || !resp.OK {
 		t.Fatalf("copy of a restarted owner refused: %+v", resp)
 	}
@@ -187,9 +218,9 @@ func TestReplicaKeep(t *testing.T) {
 	fc := &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n1": true}}
 	s := replicaServer(t, "n2", fc)
 	for i, id := range []string{"n1~a", "n1~b", "n1~c"} {
-		apply(t, s, repMsg{Op: "open", ID: id, Owner: "n1", Epoch: 1, Full: "u@example.com/" + id, Seq: uint64(i + 1)})
+		apply(t, s, standbyMsg{Op: "open", ID: id, Owner: "n1", Epoch: 1, Full: "u@example.com/" + id, Seq: uint64(i + 1)})
 	}
-	apply(t, s, repMsg{Op: "keep", Owner: "n1", Epoch: 1, Seq: 2, IDs: []string{"n1~a"}})
+	apply(t, s, standbyMsg{Op: "keep", Owner: "n1", Epoch: 1, Seq: 2, IDs: []string{"n1~a"}})
 	s.replicas.mu.Lock()
 	var left []string
 	for id := range s.replicas.byID {
@@ -208,15 +239,9 @@ func TestReplicaKeep(t *testing.T) {
 func TestReplicaExpires(t *testing.T) {
 	fc := &fakeCluster{nodes: []string{"n2"}, reachable: map[string]bool{}}
 	s := replicaServer(t, "n2", fc)
-	cred, err := storage.NewCredentials("pw", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.store.Users().CreateUser(context.Background(), "alice@example.com", cred); err != nil {
-		t.Fatal(err)
-	}
+	createUser(t, s, "alice@example.com")
 	msg := []byte("<message from='bob@example.com/x' to='alice@example.com/r' type='chat' id='m1'><body>hi</body></message>")
-	apply(t, s, repMsg{Op: "open", ID: "n1~x", Owner: "n1", Epoch: 1, Full: "alice@example.com/r", InH: 4, Out: [][]byte{msg}, Seq: 1})
+	apply(t, s, standbyMsg{Op: "open", ID: "n1~x", Owner: "n1", Epoch: 1, Full: "alice@example.com/r", InH: 4, Out: [][]byte{msg}, Seq: 1})
 	now := time.Now()
 	s.expireReplicas(now) // the owner is gone: the copy waits
 	if !slices.Contains(keys(s), "n1~x") {
@@ -250,7 +275,7 @@ func replicatedSession(t *testing.T, s *Server, fc *fakeCluster) *Session {
 	sess.mu.Unlock()
 	release()
 	m := fc.take()
-	if len(m) != 1 || m[0].msg.Op != "open" || m[0].node != "n2" {
+	if len(m) != 1 || m[0].kind != peerStandbyUpdate || m[0].msg.Op != "open" || m[0].node != "n2" {
 		t.Fatalf("first snapshot: %+v", m)
 	}
 	m[0].done(nil) // n2 applied it
@@ -337,7 +362,7 @@ func TestReceiptAfterSettleCopy(t *testing.T) {
 	sess.mu.Unlock()
 	upd[0].done(errors.New("link died"))
 	sess.mu.Lock()
-	stale := sess.sm.repDirty
+	stale := sess.sm.standby.dirty
 	sess.mu.Unlock()
 	if !stale || len(released()) != 0 {
 		t.Fatalf("lost update after the copy: stale=%v released=%v", stale, released())
@@ -387,9 +412,9 @@ func TestStaleCopyHoldsSenders(t *testing.T) {
 func TestReplicaBye(t *testing.T) {
 	fc := &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n1": true}}
 	s := replicaServer(t, "n2", fc)
-	apply(t, s, repMsg{Op: "open", ID: "n1~a", Owner: "n1", Epoch: 1, Full: "u@example.com/a", Seq: 1})
-	apply(t, s, repMsg{Op: "open", ID: "n3~b", Owner: "n3", Epoch: 1, Full: "u@example.com/b", Seq: 1})
-	apply(t, s, repMsg{Op: "bye", Owner: "n1", Epoch: 1})
+	apply(t, s, standbyMsg{Op: "open", ID: "n1~a", Owner: "n1", Epoch: 1, Full: "u@example.com/a", Seq: 1})
+	apply(t, s, standbyMsg{Op: "open", ID: "n3~b", Owner: "n3", Epoch: 1, Full: "u@example.com/b", Seq: 1})
+	apply(t, s, standbyMsg{Op: "bye", Owner: "n1", Epoch: 1})
 	if got := keys(s); !slices.Equal(got, []string{"n3~b"}) {
 		t.Fatalf("copies after n1's bye: %v", got)
 	}
@@ -413,11 +438,11 @@ func TestResyncAfterStandbyLostCopy(t *testing.T) {
 	replicatedSession(t, owner, fc)
 	// the standby (fresh process) gets an update for an unknown copy…
 	standby := replicaServer(t, "n2", &fakeCluster{nodes: []string{"n1", "n2"}, reachable: map[string]bool{"n1": true}})
-	if !standby.applyReplicaMsg(&repMsg{Op: "out", ID: "n1~x", Owner: "n1", Epoch: owner.epoch, Out: [][]byte{[]byte("<message/>")}}) {
+	if !standby.applyReplicaMsg(&standbyMsg{Op: "out", ID: "n1~x", Owner: "n1", Epoch: owner.standbys.epoch, Out: [][]byte{[]byte("<message/>")}}) {
 		t.Fatal("an update for a missing copy is not reported")
 	}
 	// …and its resync makes the owner snapshot again.
-	apply(t, owner, repMsg{Op: "resync", ID: "n1~x", Owner: "n2"})
+	apply(t, owner, standbyMsg{Op: "resync", ID: "n1~x", Owner: "n2"})
 	owner.replicaPass("n2")
 	if m := fc.take(); len(m) != 1 || m[0].msg.Op != "open" {
 		t.Fatalf("after resync: %+v", m)

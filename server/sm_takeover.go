@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -22,44 +21,9 @@ import (
 // moves with the newer version. When the owner is gone, <failed/> follows
 // and the client binds anew and resends what was not acked.
 
-// Targets of node-to-node messages that are not stanzas.
-const (
-	peerTakeover = "@sm-takeover"
-	peerState    = "@sm-state"
-	peerDrop     = "@sm-drop" // a handed-over session nobody took: forget it
-)
-
 // takeoverTimeout bounds the wait for the owner's answer; well above
 // settleTimeout, the owner's own wait for pending commits.
 const takeoverTimeout = 8 * time.Second
-
-type takeoverReq struct {
-	ID   string `json:"id"`
-	Bare string `json:"bare"`
-	H    uint32 `json:"h"`
-	From string `json:"from"` // requesting node
-	Req  string `json:"req"`
-	// Replica asks for a standby's copy: the owner is gone or does not
-	// know the session.
-	Replica bool `json:"replica,omitempty"`
-	// OwnerUnreachable: the requester could not reach the owner (its
-	// link is down): with the standby's own view, enough to hand a copy
-	// over before the membership declares the owner dead.
-	OwnerUnreachable bool `json:"owner_unreachable,omitempty"`
-}
-
-type takeoverResp struct {
-	Req         string   `json:"req"`
-	From        string   `json:"from"` // the owner node
-	OK          bool     `json:"ok"`
-	Replica     bool     `json:"replica,omitempty"` // from a standby's copy
-	HSet        bool     `json:"h_set,omitempty"`
-	H           uint32   `json:"h,omitempty"` // handled count when !OK
-	Full        string   `json:"full,omitempty"`
-	InH         uint32   `json:"in_h"`
-	repPresence          // the session's presence (fields inline in JSON)
-	Resend      [][]byte `json:"resend,omitempty"`
-}
 
 // takeovers holds the requests waiting for an owner's answer.
 type takeovers struct {
@@ -88,14 +52,10 @@ func (s *Server) takeover(node, id, bare string, h uint32) (takeoverResp, error)
 	req := takeoverReq{ID: id, Bare: bare, H: h, From: s.cfg.NodeName, Req: randomID(8)}
 	ch := s.moves.wait(req.Req, 1)
 	defer s.finishTakeover(req.Req)
-	b, err := json.Marshal(req)
-	if err != nil {
-		return takeoverResp{}, err
-	}
 	// With a receipt: a link that dies under the request (its node was
 	// killed) fails it at once instead of after the timeout.
 	linkDied := make(chan error, 1)
-	if err := s.cluster.RouteAcked(node, peerTakeover, b, func(err error) {
+	if err := s.sendPeerAcked(node, peerTakeoverRequest, req, func(err error) {
 		if err != nil {
 			linkDied <- err
 		}
@@ -183,7 +143,7 @@ func (s *Server) abandoned(resp takeoverResp) {
 		if resp.Replica || resp.From == "" {
 			return
 		}
-		if err := s.cluster.Route(resp.From, peerDrop, []byte(resp.Full)); err != nil {
+		if err := s.sendPeer(resp.From, peerDropMoved, dropMoved{Full: resp.Full}); err != nil {
 			s.log.Warn().Err(err).Str("jid", resp.Full).Msg("drop a session nobody resumed")
 		}
 	})
@@ -193,10 +153,6 @@ func (s *Server) abandoned(resp takeoverResp) {
 // did not leave (or, for a standby's copy, may not have arrived) keeps
 // its stanzas offline and the handled count here.
 func (s *Server) answerTakeover(node string, req takeoverReq, resp takeoverResp) {
-	out, err := json.Marshal(resp)
-	if err != nil {
-		return
-	}
 	// surely: the answer never left; otherwise the link died under it and
 	// it may have arrived (at-least-once: the stanzas may then arrive twice).
 	lost := func(surely bool) {
@@ -217,7 +173,7 @@ func (s *Server) answerTakeover(node string, req takeoverReq, resp takeoverResp)
 			}
 		})
 	}
-	if err := s.cluster.RouteAcked(node, peerState, out, func(err error) {
+	if err := s.sendPeerAcked(node, peerTakeoverAnswer, resp, func(err error) {
 		if err != nil {
 			s.log.Warn().Err(err).Str("node", node).Msg("session takeover answer lost with the link")
 			lost(false)
@@ -228,56 +184,47 @@ func (s *Server) answerTakeover(node string, req takeoverReq, resp takeoverResp)
 	}
 }
 
-// handlePeerControl handles node-to-node messages that are not stanzas; it
-// reports whether to was one of them.
-func (s *Server) handlePeerControl(to string, b []byte) bool {
-	switch to {
-	case peerTakeover:
-		var req takeoverReq
-		if err := json.Unmarshal(b, &req); err == nil && s.cluster != nil {
-			// giveAway may wait for pending commits: not on the link's
-			// reader goroutine.
-			s.spawn(func() {
-				if req.Replica {
-					// Asked by a node looking for a copy: a session that lives
-					// here answers, then a copy held here, else the count
-					// of one that ended here.
-					var resp takeoverResp
-					if s.smDetached.get(req.ID) != nil {
-						resp = s.giveAway(req)
-					} else if r, ok := s.giveReplica(req); ok {
-						resp = r
-					} else {
-						resp = s.giveAway(req) // not found: h if it ended here
-					}
-					s.answerTakeover(req.From, req, resp)
-					return
-				}
-				// A session that already moved on: the node that holds it
-				// now answers the requester directly.
-				if next := s.smDetached.movedTo(req.ID); next != "" && next != req.From && next != s.cfg.NodeName && s.smDetached.get(req.ID) == nil {
-					if err := s.cluster.Route(next, peerTakeover, b); err == nil {
-						return
-					}
-				}
-				s.answerTakeover(req.From, req, s.giveAway(req))
-			})
-		}
-		return true
-	case peerState:
-		var resp takeoverResp
-		if err := json.Unmarshal(b, &resp); err == nil && !s.moves.deliver(resp) {
-			s.abandoned(resp) // nobody waits any more (the client got <failed/>)
-		}
-		return true
-	case peerReplica:
-		s.applyReplica(b)
-		return true
-	case peerDrop:
-		s.announceGone(string(b))
-		return true
+// takeoverRequested answers a takeover request from another node (a
+// control message, peer_protocol.go).
+func (s *Server) takeoverRequested(req takeoverReq) {
+	if s.cluster == nil {
+		return
 	}
-	return false
+	// giveAway may wait for pending commits: not on the link's reader
+	// goroutine.
+	s.spawn(func() {
+		if req.Replica {
+			// Asked by a node looking for a copy: a session that lives
+			// here answers, then a copy held here, else the count of one
+			// that ended here.
+			var resp takeoverResp
+			if s.smDetached.get(req.ID) != nil {
+				resp = s.giveAway(req)
+			} else if r, ok := s.giveReplica(req); ok {
+				resp = r
+			} else {
+				resp = s.giveAway(req) // not found: h if it ended here
+			}
+			s.answerTakeover(req.From, req, resp)
+			return
+		}
+		// A session that already moved on: the node that holds it now
+		// answers the requester directly.
+		if next := s.smDetached.movedTo(req.ID); next != "" && next != req.From && next != s.cfg.NodeName && s.smDetached.get(req.ID) == nil {
+			if err := s.sendPeer(next, peerTakeoverRequest, req); err == nil {
+				return
+			}
+		}
+		s.answerTakeover(req.From, req, s.giveAway(req))
+	})
+}
+
+// takeoverAnswered hands an answer to the request waiting for it (a
+// control message, peer_protocol.go).
+func (s *Server) takeoverAnswered(resp takeoverResp) {
+	if !s.moves.deliver(resp) {
+		s.abandoned(resp) // nobody waits any more (the client got <failed/>)
+	}
 }
 
 // announceGone removes a session this node handed over but nobody took
@@ -325,11 +272,11 @@ func (s *Server) giveAway(req takeoverReq) takeoverResp {
 			resp.Resend = append(resp.Resend, it.b)
 		}
 	}
-	sess.repLocked(&repMsg{Op: "close"}, nil) // the new owner makes its own copy
-	release := sess.takeHeldLocked()          // their stanzas go along
+	sess.dropCopyLocked()            // the new owner makes its own copy
+	release := sess.takeHeldLocked() // their stanzas go along
 	defer release()
 	resp.OK, resp.Full, resp.InH = true, sess.full, sm.inH
-	resp.repPresence = *sess.presLocked()
+	resp.standbyPresence = *sess.presLocked()
 	sess.ended = true
 	sess.out, sm.unacked = nil, nil
 	c := sess.unplugLocked()

@@ -1,0 +1,51 @@
+package cluster
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestPublishLoad: the sampled load carries the counts of its source, the
+// stanza rate between two samples and the CPU share, capped at one.
+func TestPublishLoad(t *testing.T) {
+	c, err := New(Config{NodeName: "a", Local: true, BindAddr: "127.0.0.1", SecretKey: testKey}, newRec().all())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in atomic.Int64
+	var cpu atomic.Int64 // nanoseconds
+	src := LoadSource{
+		Sessions:   func() int { return 7 },
+		Components: func() int { return 2 },
+		StanzasIn:  func() int64 { return in.Add(50) }, // 50 more per sample
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.publishLoad(ctx, src, 20*time.Millisecond, func() time.Duration {
+			return time.Duration(cpu.Add(int64(time.Hour))) // far more than the wall time: capped
+		})
+	}()
+	waitFor(t, 5*time.Second, "a published load", func() bool {
+		c.loadMu.Lock()
+		defer c.loadMu.Unlock()
+		return c.load.Sessions != 0
+	})
+	cancel()
+	<-done
+	c.loadMu.Lock()
+	l := c.load
+	c.loadMu.Unlock()
+	if l.Sessions != 7 || l.Components != 2 {
+		t.Fatalf("counts: %+v", l)
+	}
+	if l.StanzaRate <= 0 || l.CPU != 1 {
+		t.Fatalf("rate and CPU: %+v, want a positive rate and CPU capped at 1", l)
+	}
+	if cpuTime() <= 0 {
+		t.Fatal("cpuTime of a running process is not positive")
+	}
+}
