@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"xcollect.dev/xcollect/internal/testutil"
 )
 
 // recHandler records every handler call (it is all three handlers).
@@ -114,20 +116,6 @@ func (h *recHandler) conflictList() []string {
 	return append([]string(nil), h.conflicts...)
 }
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	deadline := start.Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval, not synchronisation
-	}
-	return time.Since(start)
-}
-
 // testKey is random bytes, as a real key must be (CheckKey refuses text).
 var testKey = []byte("\x70\x3b\x6d\x00\x61\x15\x86\x2a\xa7\x2c\xd6\x24\x7e\x57\x30\x89" +
 	"\xcb\x99\x4b\x93\x0e\x8c\xd8\x47\x7f\x8c\x82\x35\x71\xe2\x08\xb7")
@@ -198,7 +186,7 @@ func startCluster(t testing.TB, n int, mutate func(*Config)) []tnode {
 
 func waitConnected(t testing.TB, nodes []tnode) {
 	t.Helper()
-	waitFor(t, 10*time.Second, "membership and links", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "membership and links", func() bool {
 		for _, n := range nodes {
 			if len(n.Nodes()) != len(nodes) || n.linkCount() != len(nodes)-1 {
 				return false
@@ -215,7 +203,7 @@ func TestClusterDirectoryAndRoute(t *testing.T) {
 	a.UpsertLocal(Session{JID: "alice@x/phone", Available: true, Show: "away", Priority: 5})
 	b.UpsertLocal(Session{JID: "alice@x/desk", Available: true})
 	c.UpsertLocal(Session{JID: "bob@x/r", Available: true})
-	took := waitFor(t, time.Second, "deltas converge", func() bool {
+	took := testutil.WaitFor(t, time.Second, "deltas converge", func() bool {
 		return a.DirectorySize() == 3 && b.DirectorySize() == 3 && c.DirectorySize() == 3
 	})
 	t.Logf("3 deltas converged on 3 nodes in %v", took)
@@ -235,7 +223,7 @@ func TestClusterDirectoryAndRoute(t *testing.T) {
 	if err := a.Route("n2", "bob@x/r", []byte("<message/>")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "stanza routed", func() bool {
+	testutil.WaitFor(t, time.Second, "stanza routed", func() bool {
 		c.h.mu.Lock()
 		defer c.h.mu.Unlock()
 		return bytes.Equal(c.h.stanzas["bob@x/r"], []byte("<message/>"))
@@ -246,12 +234,12 @@ func TestClusterDirectoryAndRoute(t *testing.T) {
 
 	// Presence change and removal.
 	a.UpsertLocal(Session{JID: "alice@x/phone", Available: true, Show: "dnd"})
-	waitFor(t, time.Second, "presence update", func() bool {
+	testutil.WaitFor(t, time.Second, "presence update", func() bool {
 		s, _ := b.LookupFull("alice@x/phone")
 		return s.Show == "dnd"
 	})
 	a.RemoveLocal("alice@x/phone")
-	waitFor(t, time.Second, "tombstone", func() bool {
+	testutil.WaitFor(t, time.Second, "tombstone", func() bool {
 		_, okb := b.LookupFull("alice@x/phone")
 		_, okc := c.LookupFull("alice@x/phone")
 		return !okb && !okc && b.h.goneFrom("n0") == 1
@@ -264,7 +252,7 @@ func TestCrashedNodeSessionsDropped(t *testing.T) {
 	for i := range 50 {
 		c.UpsertLocal(Session{JID: fmt.Sprintf("u%d@x/r", i), Available: true})
 	}
-	waitFor(t, 2*time.Second, "sessions replicated", func() bool {
+	testutil.WaitFor(t, 2*time.Second, "sessions replicated", func() bool {
 		return a.DirectorySize() == 50 && b.DirectorySize() == 50
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -273,7 +261,7 @@ func TestCrashedNodeSessionsDropped(t *testing.T) {
 	if err := c.stop(ctx, false); err != nil { // crash: no Leave
 		t.Fatal(err)
 	}
-	took := waitFor(t, 10*time.Second, "dead node's sessions dropped", func() bool {
+	took := testutil.WaitFor(t, 10*time.Second, "dead node's sessions dropped", func() bool {
 		return a.DirectorySize() == 0 && b.DirectorySize() == 0 &&
 			a.h.goneFrom("n2") == 50 && b.h.goneFrom("n2") == 50
 	})
@@ -291,18 +279,18 @@ func TestGracefulLeaveAndRejoinWithStaleEntries(t *testing.T) {
 	a := ns[0]
 	b := ns[1]
 	b.UpsertLocal(Session{JID: "old@x/r", Available: true})
-	waitFor(t, time.Second, "replicated", func() bool { return a.DirectorySize() == 1 })
+	testutil.WaitFor(t, time.Second, "replicated", func() bool { return a.DirectorySize() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := b.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "left node dropped", func() bool { return a.DirectorySize() == 0 })
+	testutil.WaitFor(t, 5*time.Second, "left node dropped", func() bool { return a.DirectorySize() == 0 })
 
 	// Same name, new process, new ports, a different session set.
 	b2 := startNode(t, "n1", nil, a.gossipAddr())
 	b2.UpsertLocal(Session{JID: "new@x/r", Available: true})
-	waitFor(t, 5*time.Second, "rejoined node's sessions", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "rejoined node's sessions", func() bool {
 		_, okNew := a.LookupFull("new@x/r")
 		_, okOld := a.LookupFull("old@x/r")
 		return okNew && !okOld
@@ -313,9 +301,9 @@ func TestConflictLaterBindWins(t *testing.T) {
 	ns := startCluster(t, 2, nil)
 	a, b := ns[0], ns[1]
 	a.UpsertLocal(Session{JID: "carol@x/r", Available: true})
-	waitFor(t, time.Second, "a's entry on b", func() bool { _, ok := b.LookupFull("carol@x/r"); return ok })
+	testutil.WaitFor(t, time.Second, "a's entry on b", func() bool { _, ok := b.LookupFull("carol@x/r"); return ok })
 	b.UpsertLocal(Session{JID: "carol@x/r", Available: true})
-	waitFor(t, time.Second, "conflict on a", func() bool {
+	testutil.WaitFor(t, time.Second, "conflict on a", func() bool {
 		c := a.h.conflictList()
 		return len(c) == 1 && c[0] == "carol@x/r"
 	})
@@ -324,7 +312,7 @@ func TestConflictLaterBindWins(t *testing.T) {
 	}
 	// b's newer presence updates do not re-kick.
 	b.UpsertLocal(Session{JID: "carol@x/r", Available: true, Show: "away"})
-	waitFor(t, time.Second, "update", func() bool { s, _ := a.LookupFull("carol@x/r"); return s.Show == "away" })
+	testutil.WaitFor(t, time.Second, "update", func() bool { s, _ := a.LookupFull("carol@x/r"); return s.Show == "away" })
 	if c := a.h.conflictList(); len(c) != 1 {
 		t.Fatalf("conflicts = %v, want one", c)
 	}
@@ -360,7 +348,7 @@ func TestSnapshotOnReconnect(t *testing.T) {
 	if err := old.conn.Close(); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, 5*time.Second, "snapshot after reconnect", func() bool { return a.DirectorySize() == 2 })
+	took := testutil.WaitFor(t, 5*time.Second, "snapshot after reconnect", func() bool { return a.DirectorySize() == 2 })
 	t.Logf("link reconnect + snapshot in %v", took)
 }
 
@@ -371,7 +359,7 @@ func TestDigestRepairAfterDroppedDelta(t *testing.T) {
 	})
 	a, b := ns[0], ns[1]
 	b.UpsertLocal(Session{JID: "fay@x/1", Available: true})
-	waitFor(t, time.Second, "first delta", func() bool { return a.DirectorySize() == 1 })
+	testutil.WaitFor(t, time.Second, "first delta", func() bool { return a.DirectorySize() == 1 })
 	a.mu.RLock()
 	linkBefore := a.links["n1"]
 	a.mu.RUnlock()
@@ -380,7 +368,7 @@ func TestDigestRepairAfterDroppedDelta(t *testing.T) {
 	b.UpsertLocal(Session{JID: "fay@x/2", Available: true})
 	b.RemoveLocal("fay@x/1")
 	b.dropDeltas.Store(false)
-	took := waitFor(t, 10*time.Second, "digest repair", func() bool {
+	took := testutil.WaitFor(t, 10*time.Second, "digest repair", func() bool {
 		_, ok1 := a.LookupFull("fay@x/1")
 		_, ok2 := a.LookupFull("fay@x/2")
 		_, ok3 := ns[2].LookupFull("fay@x/2")
@@ -399,7 +387,7 @@ func TestLoadSteering(t *testing.T) {
 	ns[0].SetLoad(Load{Sessions: 900, CPU: 0.5})
 	ns[1].SetLoad(Load{Sessions: 100, CPU: 0.1})
 	ns[2].SetLoad(Load{Sessions: 200, CPU: 0.1})
-	waitFor(t, 5*time.Second, "loads gossiped", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "loads gossiped", func() bool {
 		for _, n := range ns {
 			nodes := n.Nodes()
 			if len(nodes) != 3 || nodes[0].Load.Sessions != 900 || nodes[1].Load.Sessions != 100 || nodes[2].Load.Sessions != 200 {
@@ -593,7 +581,7 @@ func TestRouteAcked(t *testing.T) {
 	if err := a.RouteAcked("n1", "noack@x/r", []byte("<message id='2'/>"), func(err error) { got <- err }); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "stanza at the peer", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "stanza at the peer", func() bool {
 		b.h.mu.Lock()
 		defer b.h.mu.Unlock()
 		return b.h.stanzas["noack@x/r"] != nil
@@ -624,7 +612,7 @@ func TestConverge10k(t *testing.T) {
 	for i := range n {
 		ns[i%3].UpsertLocal(Session{JID: fmt.Sprintf("user%05d@collect.example.com/device-%d", i, i%7), Available: true, Show: "chat", Priority: 1})
 	}
-	waitFor(t, 10*time.Second, "10k on the first nodes", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "10k on the first nodes", func() bool {
 		return ns[0].DirectorySize() == n && ns[1].DirectorySize() == n && ns[2].DirectorySize() == n
 	})
 	snap := ns[0].snapshotFrame()
@@ -634,7 +622,7 @@ func TestConverge10k(t *testing.T) {
 	t.Logf("snapshot: %d bytes for %d entries = %.1f B/entry (JIDs ~39 B)", len(snap), own, float64(len(snap))/float64(own))
 
 	d := startNode(t, "n9", nil, ns[0].gossipAddr())
-	took := waitFor(t, 10*time.Second, "new node converges", func() bool { return d.DirectorySize() == n })
+	took := testutil.WaitFor(t, 10*time.Second, "new node converges", func() bool { return d.DirectorySize() == n })
 	t.Logf("new node converged to %d sessions in %v (join + 3 link snapshots)", n, took)
 }
 
@@ -644,13 +632,13 @@ func BenchmarkConverge10k(b *testing.B) {
 	for i := range n {
 		ns[i%2].UpsertLocal(Session{JID: fmt.Sprintf("user%05d@collect.example.com/device", i), Available: true})
 	}
-	waitFor(b, 10*time.Second, "seed nodes", func() bool { return ns[1].DirectorySize() == n })
+	testutil.WaitFor(b, 10*time.Second, "seed nodes", func() bool { return ns[1].DirectorySize() == n })
 	perEntry := float64(len(ns[0].snapshotFrame())) / float64(n/2)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
 		d := startNode(b, fmt.Sprintf("new%d", i), nil, ns[0].gossipAddr())
-		waitFor(b, 10*time.Second, "converge", func() bool { return d.DirectorySize() == n })
+		testutil.WaitFor(b, 10*time.Second, "converge", func() bool { return d.DirectorySize() == n })
 		b.StopTimer()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := d.Shutdown(ctx); err != nil {
@@ -672,20 +660,20 @@ func TestForgetLocalRepairedByDigest(t *testing.T) {
 	})
 	a, b, c := ns[0], ns[1], ns[2]
 	b.UpsertLocal(Session{JID: "gil@x/1", Available: true})
-	waitFor(t, 2*time.Second, "b's entry everywhere", func() bool {
+	testutil.WaitFor(t, 2*time.Second, "b's entry everywhere", func() bool {
 		_, ok := a.LookupFull("gil@x/1")
 		return ok
 	})
 	c.UpsertLocal(Session{JID: "gil@x/1", Available: true}) // the session moved to c
 	b.ForgetLocal("gil@x/1")
-	waitFor(t, 2*time.Second, "c's newer entry wins at a", func() bool {
+	testutil.WaitFor(t, 2*time.Second, "c's newer entry wins at a", func() bool {
 		s, ok := a.LookupFull("gil@x/1")
 		return ok && s.Node == c.Name()
 	})
 	if d, _ := a.dir.digestOf(b.Name()); d.Count != 1 {
 		t.Fatalf("a's view of b right after the move: %d live entries, want the old one still there", d.Count)
 	}
-	took := waitFor(t, 10*time.Second, "b's old entry gone at a", func() bool {
+	took := testutil.WaitFor(t, 10*time.Second, "b's old entry gone at a", func() bool {
 		d, _ := a.dir.digestOf(b.Name())
 		return d.Count == 0
 	})

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"xcollect.dev/xcollect/internal/testutil"
 )
 
 // testDNS is a tiny authoritative DNS server on 127.0.0.1 (UDP): it answers
@@ -185,7 +187,7 @@ func TestJoinByDNS(t *testing.T) {
 	before := dns.hits.Load()
 	start := time.Now()
 	n2 := startNode(t, "n2", joinCfg)
-	took := waitFor(t, 5*time.Second, "joiner by DNS sees the seeds and they see it", func() bool {
+	took := testutil.WaitFor(t, 5*time.Second, "joiner by DNS sees the seeds and they see it", func() bool {
 		for _, n := range []tnode{n0, n1, n2} {
 			if len(n.Nodes()) != 3 || n.linkCount() != 2 {
 				return false

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
 	"xcollect.dev/xcollect/internal/testutil"
 )
 
@@ -333,7 +334,7 @@ func relayedPair(t *testing.T, key []byte) (secrets []string, up, down []byte) {
 	jidB := "bob-" + strings.ToLower(rand.Text()) + "@x/r"   // n1's session, sent n1 -> n0
 	a.UpsertLocal(Session{JID: jidA, Available: true, Status: marker})
 	b.UpsertLocal(Session{JID: jidB, Available: true})
-	waitFor(t, 5*time.Second, "directory entries across the relay", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "directory entries across the relay", func() bool {
 		_, okA := b.LookupFull(jidA)
 		_, okB := a.LookupFull(jidB)
 		return okA && okB
@@ -342,7 +343,7 @@ func relayedPair(t *testing.T, key []byte) (secrets []string, up, down []byte) {
 	if err := a.Route("n1", jidB, stanza); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "stanza across the relay", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "stanza across the relay", func() bool {
 		b.h.mu.Lock()
 		defer b.h.mu.Unlock()
 		return bytes.Equal(b.h.stanzas[jidB], stanza)
@@ -395,8 +396,8 @@ func TestLinkTLSOtherKeyNeverLinks(t *testing.T) {
 	}
 	a := startNode(t, "n0", logTo(&logA))
 	b := startNodeHook(t, "n1", logTo(&logB), func(c *Cluster) { c.linkTLS = mustLinkTLS(t, otherKey) }, a.gossipAddr())
-	waitFor(t, 5*time.Second, "membership", func() bool { return len(a.Nodes()) == 2 && len(b.Nodes()) == 2 })
-	waitFor(t, 5*time.Second, "refusals logged", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "membership", func() bool { return len(a.Nodes()) == 2 && len(b.Nodes()) == 2 })
+	testutil.WaitFor(t, 5*time.Second, "refusals logged", func() bool {
 		return strings.Contains(logA.String(), "not derived from this node's secret key") &&
 			strings.Contains(logB.String(), "link refused")
 	})

@@ -206,7 +206,7 @@ func TestDepartedNodeCannotLink(t *testing.T) {
 	if err := b.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "n0 sees n1 leave", func() bool { return len(a.Nodes()) == 1 })
+	testutil.WaitFor(t, 5*time.Second, "n0 sees n1 leave", func() bool { return len(a.Nodes()) == 1 })
 	err := dialAs(t, nil, a.meta.Link, "n1", "n0")
 	t.Logf("as departed n1: %v", err)
 	if !errors.Is(err, ErrNotMember) {
@@ -227,8 +227,8 @@ func TestJoinRaceLinkRetries(t *testing.T) {
 		c.Logger = zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), &logs)).Level(zerolog.InfoLevel)
 	}, func(c *Cluster) { c.hideMember.Store(&hidden) })
 	a := startNode(t, "n0", nil, b.gossipAddr()) // n0 < n1: n0 dials
-	waitFor(t, 5*time.Second, "n0 sees n1", func() bool { return len(a.Nodes()) == 2 })
-	waitFor(t, 10*time.Second, "n1 refuses the unknown n0", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "n0 sees n1", func() bool { return len(a.Nodes()) == 2 })
+	testutil.WaitFor(t, 10*time.Second, "n1 refuses the unknown n0", func() bool {
 		return strings.Contains(logs.String(), "is not in the membership")
 	})
 	if a.linkCount() != 0 || b.linkCount() != 0 {

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"xcollect.dev/xcollect/component"
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/wire"
 	"xcollect.dev/xcollect/storage"
 	"xcollect.dev/xcollect/storage/embedded"
@@ -71,14 +72,14 @@ func TestCommitterHoldsBacklogWhileStoreDown(t *testing.T) {
 			results[i] = err
 		})
 	}
-	waitFor(t, wait, "retries", func() bool { return fs.calls.Load() >= 3 })
+	testutil.WaitFor(t, wait, "retries", func() bool { return fs.calls.Load() >= 3 })
 	mu.Lock()
 	if len(results) != 1 || !errors.Is(results[10], component.ErrBacklogFull) {
 		t.Fatalf("while down: results %v, want only #10 = ErrBacklogFull", results)
 	}
 	mu.Unlock()
 	fs.down.Store(false)
-	waitFor(t, wait, "commit after recovery", func() bool {
+	testutil.WaitFor(t, wait, "commit after recovery", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(results) == 11

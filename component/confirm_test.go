@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"xcollect.dev/xcollect/component"
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/wire"
 	"xcollect.dev/xcollect/internal/xmpptest"
 )
@@ -123,7 +124,7 @@ func TestPlainComponentKilledLosesNothing(t *testing.T) {
 
 	lazy := rawComponent(t, e.comp, compA)
 	// Let the node write what it can into the socket buffers.
-	waitFor(t, wait, "rows claimed by the lazy processor", func() bool {
+	testutil.WaitFor(t, wait, "rows claimed by the lazy processor", func() bool {
 		st, err := e.store.Queue().Stats(context.Background(), compA)
 		return err == nil && len(st) == 1 && st[0].Leased > 0
 	})
@@ -133,7 +134,7 @@ func TestPlainComponentKilledLosesNothing(t *testing.T) {
 	next := dialReplacement(t, e, wait)
 	n := recvAll(t, next, senders, per)
 	t.Logf("next processor got %d reports (%d distinct)", n, len(senders)*per)
-	waitFor(t, wait, "queue drained after the pings were answered", func() bool {
+	testutil.WaitFor(t, wait, "queue drained after the pings were answered", func() bool {
 		st, err := e.store.Queue().Stats(context.Background(), compA)
 		return err == nil && len(st) == 1 && st[0].Rows == 0
 	})
@@ -188,7 +189,7 @@ func TestPingErrorConfirmsAndSilenceCloses(t *testing.T) {
 		el.Get("id"), compA, el.Get("from"))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, wait, "rows deleted after an error answer", func() bool {
+	testutil.WaitFor(t, wait, "rows deleted after an error answer", func() bool {
 		st, err := e.store.Queue().Stats(context.Background(), compA)
 		return err == nil && len(st) == 1 && st[0].Rows == 0
 	})

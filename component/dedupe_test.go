@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"xcollect.dev/xcollect/component"
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/xmpptest"
 	"xcollect.dev/xcollect/server"
 )
@@ -107,7 +108,7 @@ func TestResumeResendsNoDuplicates(t *testing.T) {
 	c.Drop() // no ack awaited: some reports may still be on their way to the queue
 
 	var r *xmpptest.Conn
-	waitFor(t, wait, "resumption", func() bool {
+	testutil.WaitFor(t, wait, "resumption", func() bool {
 		// item-not-found until the server noticed the drop
 		r, err = xmpptest.TryDialC2S(e.c2s, domain, "resumer", "pw-resumer", xmpptest.C2SOptions{Resume: &xmpptest.Resume{PrevID: c.SMID}})
 		return err == nil

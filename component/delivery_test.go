@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"xcollect.dev/xcollect/component"
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/wire"
 	"xcollect.dev/xcollect/internal/xmpptest"
 )
@@ -134,7 +135,7 @@ func TestTenThousandReports(t *testing.T) {
 	if err := comp.RequestAck(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, wait, "queue drained", func() bool {
+	testutil.WaitFor(t, wait, "queue drained", func() bool {
 		st, err := e.store.Queue().Stats(context.Background(), compA)
 		return err == nil && (len(st) == 0 || st[0].Rows == 0)
 	})
@@ -179,7 +180,7 @@ func TestReconnectRedeliversUnacked(t *testing.T) {
 	var second recv
 	seen := map[string]int{}
 	var comp2 *xmpptest.Conn
-	waitFor(t, wait, "reconnect", func() bool {
+	testutil.WaitFor(t, wait, "reconnect", func() bool {
 		c, err := xmpptest.TryDialComponent(e.comp, compA, secret)
 		if err != nil {
 			return false

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"xcollect.dev/xcollect/component"
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/wire"
 )
 
@@ -97,7 +98,7 @@ func TestExpiryToDeadLetters(t *testing.T) {
 	if err := c.WaitAck(1, wait); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, wait, "dead letter", func() bool {
+	testutil.WaitFor(t, wait, "dead letter", func() bool {
 		dead, err := e.store.Queue().List(context.Background(), compA, true, 10)
 		return err == nil && len(dead) == 1 && dead[0].Reason == "expired" && dead[0].StanzaID == "old-1"
 	})
@@ -144,7 +145,7 @@ func TestComponentToOfflineUser(t *testing.T) {
 	if err := comp.Send("<message from='" + compA + "' to='later@example.com' id='cmd1'><body>reboot</body></message>"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, wait, "offline message stored", func() bool {
+	testutil.WaitFor(t, wait, "offline message stored", func() bool {
 		msgs, err := e.store.Offline().FetchOffline(context.Background(), "later@example.com", time.Time{})
 		return err == nil && len(msgs) == 1
 	})

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"xcollect.dev/xcollect/component"
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/xmpptest"
 )
 
@@ -45,7 +46,7 @@ func TestHandshake(t *testing.T) {
 	t.Run("conflict", func(t *testing.T) {
 		// The connection of "ok" may still be going offline.
 		var first *xmpptest.Conn
-		waitFor(t, wait, "first connection", func() bool {
+		testutil.WaitFor(t, wait, "first connection", func() bool {
 			c, err := xmpptest.TryDialComponent(e.comp, compA, secret)
 			first = c
 			return err == nil
@@ -64,7 +65,7 @@ func TestHandshake(t *testing.T) {
 		first.Expect(t, wait, hasText("still there?"))
 		first.Close()
 		// Once it is gone, a new one is accepted.
-		waitFor(t, wait, "reconnect after close", func() bool {
+		testutil.WaitFor(t, wait, "reconnect after close", func() bool {
 			c, err := xmpptest.TryDialComponent(e.comp, compA, secret)
 			if err != nil {
 				return false
@@ -81,7 +82,7 @@ func TestHandshake(t *testing.T) {
 	})
 	t.Run("invalid-from", func(t *testing.T) {
 		var c *xmpptest.Conn
-		waitFor(t, wait, "connection", func() bool {
+		testutil.WaitFor(t, wait, "connection", func() bool {
 			var err error
 			c, err = xmpptest.TryDialComponent(e.comp, compA, secret)
 			return err == nil

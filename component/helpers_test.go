@@ -142,15 +142,3 @@ func isMessage(el *wire.Element) bool { return el.Name.Local == "message" }
 func hasText(s string) func(*wire.Element) bool {
 	return func(el *wire.Element) bool { return strings.Contains(string(el.Raw), s) }
 }
-
-// waitFor polls fn until it is true or fails the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, fn func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !fn() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

@@ -163,7 +163,7 @@ func TestComponentConnectionCaps(t *testing.T) {
 	for _, nc := range held {
 		nc.Close()
 	}
-	waitFor(t, wait, "a place freed", func() bool {
+	testutil.WaitFor(t, wait, "a place freed", func() bool {
 		c, err := xmpptest.TryDialComponent(e.comp, compA, secret)
 		if err != nil {
 			return false

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/wire"
 	"xcollect.dev/xcollect/internal/xmpptest"
 )
@@ -27,7 +28,7 @@ func TestComponentPoisonIsRefused(t *testing.T) {
 		{"j:from", "<message from='" + compA + "' to='" + to + "' xmlns:j='urn:x' j:from='ceo@" + domain + "'><body>x</body></message>", wire.InvalidXML},
 	} {
 		var c *xmpptest.Conn
-		waitFor(t, wait, "component connection", func() bool { // the previous one may still be going offline
+		testutil.WaitFor(t, wait, "component connection", func() bool { // the previous one may still be going offline
 			var err error
 			c, err = xmpptest.TryDialComponent(e.comp, compA, secret)
 			return err == nil
@@ -41,7 +42,7 @@ func TestComponentPoisonIsRefused(t *testing.T) {
 		c.Close()
 	}
 	var c *xmpptest.Conn
-	waitFor(t, wait, "component connection", func() bool {
+	testutil.WaitFor(t, wait, "component connection", func() bool {
 		var err error
 		c, err = xmpptest.TryDialComponent(e.comp, compA, secret)
 		return err == nil

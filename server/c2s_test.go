@@ -10,6 +10,7 @@ import (
 
 	"mellium.im/sasl"
 
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/server"
 )
 
@@ -116,7 +117,7 @@ func TestChatAndBareJIDRouting(t *testing.T) {
 		t.Fatalf("from not stamped: %s", got)
 	}
 	// bare JID → highest priority resource only (RFC 6121 §8.5.2.1.1)
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, 10*time.Second, "a message to the bare JID at the highest-priority resource", func() bool {
 		a.send("<message to='bob@example.com' type='chat' id='m2'><body>to bare</body></message>")
 		select {
 		case got := <-b1.in:
@@ -137,17 +138,6 @@ func TestChatAndBareJIDRouting(t *testing.T) {
 	// unknown domain: no federation
 	a.send("<message to='bob@elsewhere.net' id='m5'><body>x</body></message>")
 	a.expect(`id="m5"`, "remote-server-not-found")
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func TestRosterAndPresence(t *testing.T) {

@@ -2,95 +2,46 @@ package server_test
 
 import (
 	"bufio"
-	"bytes"
-	"context"
-	"crypto/tls"
 	"encoding/base64"
-	"encoding/xml"
 	"fmt"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"mellium.im/sasl"
-	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
-	"mellium.im/xmpp/jid"
 
-	"xcollect.dev/xcollect/internal/certs"
+	"xcollect.dev/xcollect/internal/testnode"
 	"xcollect.dev/xcollect/server"
 	"xcollect.dev/xcollect/storage"
-	"xcollect.dev/xcollect/storage/embedded"
 )
 
+// testNode names the parts of a testnode.InProcess the server tests use.
 type testNode struct {
+	node  *testnode.InProcess
 	srv   *server.Server
 	store storage.Store
 	addr  string // STARTTLS listener
 	tls   string // direct TLS listener
 }
 
+// startNode starts an in-process node serving example.com and other.org
+// with STARTTLS and direct-TLS c2s; mutate adjusts its configuration.
 func startNode(t testing.TB, mutate func(*server.Config)) *testNode {
 	t.Helper()
-	store, err := embedded.Open(filepath.Join(t.TempDir(), "x.db"), embedded.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _, _, err := certs.SelfSigned([]string{"example.com"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := server.DefaultConfig()
-	cfg.Domains = []string{"example.com", "other.org"}
-	cfg.C2SAddr = "127.0.0.1:0"
-	cfg.C2STLSAddr = "127.0.0.1:0"
-	cfg.TLS = certs.ServerConfig(cert)
-	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	srv, err := server.New(cfg, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		store.Close()
+	n := testnode.StartInProcess(t, testnode.InProcessOptions{
+		Domains: []string{"example.com", "other.org"}, DirectTLS: true, Server: mutate,
 	})
-	n := &testNode{srv: srv, store: store}
-	if a := srv.Addr("c2s"); a != nil {
-		n.addr = a.String()
-	}
-	if a := srv.Addr("c2s_tls"); a != nil {
-		n.tls = a.String()
-	}
-	return n
+	return &testNode{node: n, srv: n.Server, store: n.Store, addr: n.C2S, tls: n.C2STLS}
 }
 
-func (n *testNode) addUser(t testing.TB, bare, pass string) {
-	t.Helper()
-	cred, err := storage.NewCredentials(pass, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.store.Users().CreateUser(context.Background(), bare, cred); err != nil {
-		t.Fatal(err)
-	}
-}
+func (n *testNode) addUser(t testing.TB, bare, pass string) { n.node.AddUser(t, bare, pass) }
 
-// client is a mellium client session whose incoming top-level elements are
-// collected as XML strings.
+// client is a testnode.MelliumClient under the names the server tests
+// use.
 type client struct {
+	*testnode.MelliumClient
 	t    *testing.T
 	jid  string // bound full JID
 	s    *xmpp.Session
@@ -100,91 +51,20 @@ type client struct {
 
 func dialMellium(t *testing.T, addr, full, pass string, mech sasl.Mechanism) (*client, error) {
 	t.Helper()
-	j := jid.MustParse(full)
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	m, err := testnode.DialMellium(t, addr, full, pass, mech)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	s, err := xmpp.NewClientSession(ctx, j, conn,
-		xmpp.StartTLS(&tls.Config{ServerName: j.Domain().String(), InsecureSkipVerify: true}),
-		xmpp.SASL("", pass, mech),
-		xmpp.BindResource(),
-	)
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	_ = conn.SetDeadline(time.Time{})
-	c := &client{t: t, jid: s.LocalAddr().String(), s: s, in: make(chan string, 1000), done: make(chan error, 1)}
-	go func() {
-		c.done <- s.Serve(xmpp.HandlerFunc(func(r xmlstream.TokenReadEncoder, start *xml.StartElement) error {
-			var buf bytes.Buffer
-			e := xml.NewEncoder(&buf)
-			if _, err := xmlstream.Copy(e, xmlstream.MultiReader(xmlstream.Token(*start), r)); err != nil {
-				return nil
-			}
-			_ = e.Flush()
-			select {
-			case c.in <- buf.String():
-			default:
-			}
-			return nil
-		}))
-	}()
-	t.Cleanup(func() { s.Close() })
-	return c, nil
+	return &client{MelliumClient: m, t: t, jid: m.JID, s: m.Session, in: m.In, done: m.Done}, nil
 }
 
-func (c *client) send(raw string) {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.s.Send(ctx, xml.NewDecoder(strings.NewReader(raw))); err != nil {
-		c.t.Fatalf("send %s: %v", raw, err)
-	}
-}
+func (c *client) send(raw string) { c.t.Helper(); c.Send(raw) }
 
 // expect waits for an element containing every substring in want.
-func (c *client) expect(want ...string) string {
-	c.t.Helper()
-	deadline := time.After(10 * time.Second) // generous: the race detector on 2 busy cores
-	for {
-		select {
-		case got := <-c.in:
-			ok := true
-			for _, w := range want {
-				if !strings.Contains(got, w) {
-					ok = false
-				}
-			}
-			if ok {
-				return got
-			}
-		case <-deadline:
-			c.t.Fatalf("timed out waiting for an element with %q", want)
-			return ""
-		}
-	}
-}
+func (c *client) expect(want ...string) string { c.t.Helper(); return c.Expect(want...) }
 
 // expectNone checks that nothing containing want arrives within d.
-func (c *client) expectNone(d time.Duration, want string) {
-	c.t.Helper()
-	deadline := time.After(d)
-	for {
-		select {
-		case got := <-c.in:
-			if strings.Contains(got, want) {
-				c.t.Fatalf("unexpected %s", got)
-			}
-		case <-deadline:
-			return
-		}
-	}
-}
+func (c *client) expectNone(d time.Duration, want string) { c.t.Helper(); c.ExpectNone(d, want) }
 
 // raw is a plain TCP client that speaks XML by hand (stream errors).
 type raw struct {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"xcollect.dev/xcollect/internal/testutil"
 )
 
 // moduleRoot finds the directory of go.mod above this package.
@@ -30,16 +32,6 @@ func moduleRoot(t *testing.T) string {
 	return ""
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // TestReportsSmoke builds the xcollect binary (clients/ must not import
 // the server), runs a node on the embedded store and runs the reports
 // scenario against it for about 2 s.
@@ -54,7 +46,7 @@ func TestReportsSmoke(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/xcollect: %v\n%s", err, out)
 	}
-	c2s, comp := freeAddr(t), freeAddr(t)
+	c2s, comp := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	cfg := filepath.Join(dir, "xcollect.yaml")
 	conf := fmt.Sprintf(`domains: [localhost]
 data_dir: %s

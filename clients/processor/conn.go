@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
-	"xcollect.dev/xcollect/clients/internal/xmppc"
 	"xcollect.dev/xcollect/internal/wire"
+	"xcollect.dev/xcollect/internal/xmppc"
 )
 
 // closeLinger is how long a closing connection waits for the node's

@@ -3,7 +3,7 @@ package processor_test
 import (
 	"testing"
 
-	"xcollect.dev/xcollect/clients/internal/testnode"
+	"xcollect.dev/xcollect/internal/testnode"
 )
 
 // bin is the xcollect binary built by TestMain.

@@ -12,8 +12,8 @@ import (
 	"github.com/rs/zerolog"
 	"mellium.im/xmpp/jid"
 
-	"xcollect.dev/xcollect/clients/internal/xmppc"
 	"xcollect.dev/xcollect/internal/wire"
+	"xcollect.dev/xcollect/internal/xmppc"
 )
 
 // Defaults of Config fields left zero.

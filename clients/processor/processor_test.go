@@ -13,9 +13,10 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"xcollect.dev/xcollect/clients/internal/testnode"
 	"xcollect.dev/xcollect/clients/processor"
 	"xcollect.dev/xcollect/clients/reporter"
+	"xcollect.dev/xcollect/internal/testnode"
+	"xcollect.dev/xcollect/internal/testutil"
 )
 
 const waitLong = 30 * time.Second
@@ -124,7 +125,7 @@ func TestHandlerErrorRedelivers(t *testing.T) {
 		return nil
 	}, nil)
 	run(t, p)
-	testnode.WaitFor(t, waitLong, "all 3 reports handled", func() bool {
+	testutil.WaitFor(t, waitLong, "all 3 reports handled", func() bool {
 		okMu.Lock()
 		defer okMu.Unlock()
 		return len(handled) >= 3
@@ -135,7 +136,7 @@ func TestHandlerErrorRedelivers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testnode.WaitFor(t, waitLong, "the last report", func() bool {
+	testutil.WaitFor(t, waitLong, "the last report", func() bool {
 		okMu.Lock()
 		defer okMu.Unlock()
 		return handled[len(handled)-1] == last
@@ -192,7 +193,7 @@ func TestOrderAndAckAcrossRestart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p1.Run(ctx) }()
-	testnode.WaitFor(t, waitLong, "all reports at the first processor", func() bool { return len(l1.get()) >= total })
+	testutil.WaitFor(t, waitLong, "all reports at the first processor", func() bool { return len(l1.get()) >= total })
 	cancel()
 	select {
 	case err := <-done:
@@ -212,7 +213,7 @@ func TestOrderAndAckAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testnode.WaitFor(t, waitLong, "the last report at the second processor", func() bool {
+	testutil.WaitFor(t, waitLong, "the last report at the second processor", func() bool {
 		got := l2.get()
 		return len(got) > 0 && got[len(got)-1] == last
 	})
@@ -281,7 +282,7 @@ func TestPingBeforeEnableAnswered(t *testing.T) {
 		}
 	})
 	run(t, p)
-	testnode.WaitFor(t, waitLong, "the reports", func() bool {
+	testutil.WaitFor(t, waitLong, "the reports", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) >= total

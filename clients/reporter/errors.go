@@ -3,7 +3,7 @@ package reporter
 import (
 	"errors"
 
-	"xcollect.dev/xcollect/clients/internal/xmppc"
+	"xcollect.dev/xcollect/internal/xmppc"
 )
 
 // Sentinel errors of the reporter package. Match them with errors.Is.

@@ -14,9 +14,10 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"xcollect.dev/xcollect/clients/internal/testnode"
 	"xcollect.dev/xcollect/clients/processor"
 	"xcollect.dev/xcollect/clients/reporter"
+	"xcollect.dev/xcollect/internal/testnode"
+	"xcollect.dev/xcollect/internal/testutil"
 )
 
 const waitLong = 30 * time.Second
@@ -124,7 +125,7 @@ func TestReportAckedWhenDurableThenDelivered(t *testing.T) {
 	}
 	s := &sink{}
 	startProcessor(t, n, s)
-	testnode.WaitFor(t, waitLong, "3 reports at the processor", func() bool { return len(s.ids()) >= 3 })
+	testutil.WaitFor(t, waitLong, "3 reports at the processor", func() bool { return len(s.ids()) >= 3 })
 	got := s.ids()
 	if strings.Join(got, ",") != strings.Join(ids, ",") {
 		t.Fatalf("processor got ids %v, want %v in order", got, ids)
@@ -255,10 +256,10 @@ func TestResumeAfterDroppedConnection(t *testing.T) {
 
 	s := &sink{}
 	startProcessor(t, n, s)
-	testnode.WaitFor(t, waitLong, fmt.Sprintf("%d reports at the processor", len(want)), func() bool { return len(s.ids()) >= len(want) })
+	testutil.WaitFor(t, waitLong, fmt.Sprintf("%d reports at the processor", len(want)), func() bool { return len(s.ids()) >= len(want) })
 	// A duplicate would arrive right behind the originals; the last
 	// report marks the end of the queue.
-	testnode.WaitFor(t, waitLong, "the last report", func() bool {
+	testutil.WaitFor(t, waitLong, "the last report", func() bool {
 		ids := s.ids()
 		return len(ids) > 0 && ids[len(ids)-1] == id
 	})

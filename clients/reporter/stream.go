@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"xcollect.dev/xcollect/clients/internal/xmppc"
 	"xcollect.dev/xcollect/internal/wire"
+	"xcollect.dev/xcollect/internal/xmppc"
 )
 
 // stream is one live connection: the supervisor goroutine reads it, its

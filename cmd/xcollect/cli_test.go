@@ -56,7 +56,7 @@ func TestHelpExitsZero(t *testing.T) {
 // TestReportRefusesTheServerItself: --to naming the server's own domain is
 // a mistake (reports go to a component), caught before connecting.
 func TestReportRefusesTheServerItself(t *testing.T) {
-	dead := freeAddr(t)
+	dead := testutil.FreeAddr(t)
 	for _, to := range []string{"localhost", "LocalHost"} {
 		_, e, code := runCLI(t, "", "report", "--addr", dead, "--jid", "dev1@localhost", "--password", "pw",
 			"--to", to, "--payload", "<x/>")
@@ -267,7 +267,7 @@ func TestProcessPrintsReportsNotPresence(t *testing.T) {
 		go func() {
 			done <- cmdProcess(pctx, append([]string{"--addr", n.comp, "--jid", "collector.localhost", "--secret", "sec"}, args...), pout, perr)
 		}()
-		waitFor(t, 30*time.Second, "the report line "+want, func() bool { return strings.Contains(pout.String(), want) })
+		testutil.WaitFor(t, 30*time.Second, "the report line "+want, func() bool { return strings.Contains(pout.String(), want) })
 		pcancel()
 		if err := <-done; err != nil {
 			t.Fatalf("process: %v", err)

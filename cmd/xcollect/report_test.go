@@ -5,36 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"xcollect.dev/xcollect/internal/testnode"
 	"xcollect.dev/xcollect/internal/testutil"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // cliNode is an in-process xcollect serve for the report/process tests.
 type cliNode struct {
@@ -46,14 +25,12 @@ type cliNode struct {
 func startCLINode(t *testing.T, extra ...string) cliNode {
 	t.Helper()
 	dir := t.TempDir()
-	n := cliNode{c2s: freeAddr(t), comp: freeAddr(t)}
+	n := cliNode{c2s: testutil.FreeAddr(t), comp: testutil.FreeAddr(t)}
 	cfg := filepath.Join(dir, "x.yaml")
-	yaml := fmt.Sprintf("node: {name: cli}\ndomains: [localhost]\ndata_dir: %q\nlog: {level: info, format: json}\n"+
-		"listeners: {c2s: %q, c2s_tls: \"\", component: %q, http: \"\"}\ntls: {require: false}\n"+
-		"components:\n  - jid: collector.localhost\n    secret: sec\n%s", dir, n.c2s, n.comp, strings.Join(extra, ""))
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testnode.Config{
+		Name: "cli", Domain: "localhost", DataDir: dir, C2S: n.c2s, ComponentAddr: n.comp,
+		ComponentJID: "collector.localhost", ComponentSecret: "sec", ComponentExtra: strings.Join(extra, ""),
+	}.Write(t, cfg)
 	if _, e, code := runCLI(t, "", "user", "add", "dev1@localhost", "--password", "pw", "--config", cfg); code != 0 {
 		t.Fatalf("user add: %s", e)
 	}
@@ -69,7 +46,7 @@ func startCLINode(t *testing.T, extra ...string) cliNode {
 			t.Error("serve did not stop")
 		}
 	})
-	waitFor(t, 30*time.Second, "node start", func() bool { return strings.Contains(logs.String(), "xcollect node started") })
+	testutil.WaitFor(t, 30*time.Second, "node start", func() bool { return strings.Contains(logs.String(), "xcollect node started") })
 	return n
 }
 
@@ -94,7 +71,7 @@ func TestReportThenProcess(t *testing.T) {
 	go func() {
 		done <- cmdProcess(pctx, []string{"--addr", n.comp, "--jid", "collector.localhost", "--secret", "sec"}, pout, perr)
 	}()
-	waitFor(t, 30*time.Second, "the JSON line", func() bool { return strings.Contains(pout.String(), "\n") })
+	testutil.WaitFor(t, 30*time.Second, "the JSON line", func() bool { return strings.Contains(pout.String(), "\n") })
 	pcancel()
 	if err := <-done; err != nil {
 		t.Fatalf("process: %v", err)
@@ -136,7 +113,7 @@ func TestProcessExecAcksOnlyOnSuccess(t *testing.T) {
 	go func() {
 		done <- cmdProcess(pctx, []string{"--addr", n.comp, "--jid", "collector.localhost", "--secret", "sec", "--exec", script}, pout, perr)
 	}()
-	waitFor(t, 30*time.Second, "two runs of --exec", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "two runs of --exec", func() bool {
 		b, _ := os.ReadFile(got + ".ids") // absent until the first run
 		return strings.Count(string(b), "\n") >= 2
 	})
@@ -163,7 +140,7 @@ func TestReportErrorsSayWhatToFix(t *testing.T) {
 	if err == nil || err.Error() != "not-authorized: check --jid and --password" {
 		t.Errorf("wrong password: %v", err)
 	}
-	dead := freeAddr(t)
+	dead := testutil.FreeAddr(t)
 	err = cmdReport(ctx, append([]string{"--addr", dead, "--password", "pw"}, base...), &out, &errb)
 	if err == nil || !strings.Contains(err.Error(), "is xcollect running on "+dead+"?") {
 		t.Errorf("nobody listening: %v", err)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"xcollect.dev/xcollect/internal/pgtest"
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/wire"
 	"xcollect.dev/xcollect/internal/xmpptest"
 )
@@ -178,7 +179,7 @@ func TestRFCBehaviourAcrossNodes(t *testing.T) {
 		a1 := dial(t, nodes[0], "alice")
 		_ = a1.Send("<presence><status>on node1</status></presence>")
 		a1.Expect(t, 10*time.Second, presence(a1.JID, "on node1"))
-		waitFor(t, 10*time.Second, "alice's first resource in node2's directory", func() bool {
+		testutil.WaitFor(t, 10*time.Second, "alice's first resource in node2's directory", func() bool {
 			d, _ := status(t, nodes[1].http)
 			return d >= 1
 		})
@@ -205,7 +206,7 @@ func TestRFCBehaviourAcrossNodes(t *testing.T) {
 			return func(el *wire.Element) bool { return el.Name.Local == "message" && el.Get("id") == id }
 		}
 		var got *wire.Element
-		waitFor(t, 10*time.Second, "bob in node1's directory", func() bool {
+		testutil.WaitFor(t, 10*time.Second, "bob in node1's directory", func() bool {
 			_ = a.Send("<message to='bob@example.com' id='c1' type='chat'><body>hi</body></message>")
 			el, err := b.Next(300 * time.Millisecond)
 			if err == nil && msg("c1")(el) {

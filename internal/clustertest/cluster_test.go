@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"xcollect.dev/xcollect/internal/pgtest"
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/wire"
 	"xcollect.dev/xcollect/internal/xmpptest"
 )
@@ -41,21 +42,11 @@ func TestMain(m *testing.M) {
 
 func freePort(t *testing.T, host string) int {
 	t.Helper()
-	for i := 0; i < 20; i++ {
-		ln, err := net.Listen("tcp", host+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		// memberlist needs the same UDP port
-		if uc, err := net.ListenPacket("udp", fmt.Sprintf("%s:%d", host, port)); err == nil {
-			uc.Close()
-			return port
-		}
+	port, err := testutil.FreePort(host)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port")
-	return 0
+	return port
 }
 
 type node struct {
@@ -160,7 +151,7 @@ cluster:
 		})
 	}
 	for _, n := range nodes {
-		waitFor(t, 45*time.Second, n.name+" listening", func() bool { // slow under a parallel -race suite
+		testutil.WaitFor(t, 45*time.Second, n.name+" listening", func() bool { // slow under a parallel -race suite
 			c, err := net.DialTimeout("tcp", n.c2s, 200*time.Millisecond)
 			if err != nil {
 				return false
@@ -170,7 +161,7 @@ cluster:
 		})
 	}
 	// all three see each other
-	waitFor(t, 20*time.Second, "membership", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "membership", func() bool {
 		for _, n := range nodes {
 			if strings.Count(n.logs(), "node joined") < 2 {
 				return false
@@ -195,17 +186,6 @@ func steering(margin string, minSessions int) string {
 		return ""
 	}
 	return "  steering: {" + strings.Join(kv, ", ") + "}"
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func addUsers(t *testing.T, dsn string, users ...string) {
@@ -306,7 +286,7 @@ func TestSeeOtherHost(t *testing.T) {
 	// Once node1's load has been gossiped, a new client is steered away
 	// and completes login on the node it is sent to.
 	var target string
-	waitFor(t, 20*time.Second, "see-other-host", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "see-other-host", func() bool {
 		_, err := xmpptest.TryDialC2S(nodes[0].c2s, "example.com", "late", "pw", xmpptest.C2SOptions{})
 		se, ok := err.(*xmpptest.StreamError)
 		if !ok || se.Condition != "see-other-host" {
@@ -351,7 +331,7 @@ func TestResumeOnAnotherNode(t *testing.T) {
 	a.SetAutoAck(false) // alice acks only m1, below
 	_ = a.Send("<presence/>")
 	b := dial(t, nodes[1], "bob")
-	waitFor(t, 10*time.Second, "alice in node2's directory", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "alice in node2's directory", func() bool {
 		d, _ := status(t, nodes[1].http)
 		return d >= 1
 	})
@@ -397,7 +377,7 @@ func TestConflictAndSharedQueueAcrossNodes(t *testing.T) {
 
 	t.Run("conflict", func(t *testing.T) {
 		first := xmpptest.DialC2S(t, nodes[0].c2s, "example.com", "alice", "pw", xmpptest.C2SOptions{Resource: "same"})
-		waitFor(t, 10*time.Second, "alice/same in node2's directory", func() bool {
+		testutil.WaitFor(t, 10*time.Second, "alice/same in node2's directory", func() bool {
 			d, _ := status(t, nodes[1].http)
 			return d >= 1
 		})
@@ -465,7 +445,7 @@ func TestConflictAndSharedQueueAcrossNodes(t *testing.T) {
 			}()
 		}
 		swg.Wait()
-		waitFor(t, 30*time.Second, "all reports delivered", func() bool {
+		testutil.WaitFor(t, 30*time.Second, "all reports delivered", func() bool {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			total := 0

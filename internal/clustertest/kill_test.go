@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"xcollect.dev/xcollect/internal/pgtest"
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/xmpptest"
 )
 
@@ -213,7 +214,7 @@ func TestKillNodeUnderLoad(t *testing.T) {
 		}(d)
 	}
 	// let the load run, then kill node2 (every device starts there)
-	waitFor(t, 10*time.Second, "sessions on node2 in node1's directory", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "sessions on node2 in node1's directory", func() bool {
 		n, _ := status(t, nodes[0].http)
 		return n >= len(devs)
 	})
@@ -224,7 +225,7 @@ func TestKillNodeUnderLoad(t *testing.T) {
 	}
 	// node2's sessions disappear from node1's directory; the devices'
 	// new sessions on node3 remain.
-	waitFor(t, 15*time.Second, "node2 removed from node1's membership", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "node2 removed from node1's membership", func() bool {
 		_, m := status(t, nodes[0].http)
 		return m == 2
 	})

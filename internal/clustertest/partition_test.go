@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"xcollect.dev/xcollect/internal/pgtest"
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/xmpptest"
 )
 
@@ -143,14 +144,14 @@ func TestPartition(t *testing.T) {
 		}()
 	}
 	dirBefore := 0
-	waitFor(t, 10*time.Second, "node1 sees node3's sessions", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "node1 sees node3's sessions", func() bool {
 		dirBefore, _ = status(t, nodes[0].http)
 		return dirBefore >= 1+2 // bob and two devices live on node3
 	})
 	time.Sleep(time.Second)
 	lab.cut(3)
 	cutAt := time.Now()
-	waitFor(t, 20*time.Second, "node1 drops node3", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "node1 drops node3", func() bool {
 		_, m := status(t, nodes[0].http)
 		return m == 2
 	})
@@ -158,7 +159,7 @@ func TestPartition(t *testing.T) {
 	expect(t, a, "type=\"unavailable\"", b.JID) // alice learns bob is gone
 	lab.heal(3)
 	healAt := time.Now()
-	waitFor(t, 60*time.Second, "node3 back in every membership", func() bool {
+	testutil.WaitFor(t, 60*time.Second, "node3 back in every membership", func() bool {
 		for _, n := range nodes {
 			if _, m := status(t, n.http); m != 3 {
 				return false
@@ -169,7 +170,7 @@ func TestPartition(t *testing.T) {
 	t.Logf("membership healed %v after the heal", time.Since(healAt).Round(100*time.Millisecond))
 	// bob's session on node3 survived the split (its TCP connection was
 	// idle); the directories converge on it again.
-	waitFor(t, 30*time.Second, "directories converge", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "directories converge", func() bool {
 		d1, _ := status(t, nodes[0].http)
 		d2, _ := status(t, nodes[1].http)
 		d3, _ := status(t, nodes[2].http)

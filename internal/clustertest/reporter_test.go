@@ -56,7 +56,7 @@ func TestReporterResumesAfterNodeDeath(t *testing.T) {
 	if err := r.Connect(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the reporter's session in node3's directory", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the reporter's session in node3's directory", func() bool {
 		n, _ := status(t, nodes[2].http)
 		return n >= 1
 	})
@@ -82,7 +82,7 @@ func TestReporterResumesAfterNodeDeath(t *testing.T) {
 	if !strings.Contains(logs.String(), "stream resumed") {
 		t.Fatalf("the reporter did not resume its stream on node3:\n%s", logs.String())
 	}
-	waitFor(t, 20*time.Second, "every report at the processor", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "every report at the processor", func() bool {
 		col.mu.Lock()
 		defer col.mu.Unlock()
 		return len(col.all) >= total

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"xcollect.dev/xcollect/internal/pgtest"
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/xmpptest"
 )
 
@@ -95,7 +96,7 @@ func TestResumeAfterOwnerDied(t *testing.T) {
 	}
 	a2.Drop()
 	b.Drop()
-	waitFor(t, 20*time.Second, "node2 to give up on node3's session", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "node2 to give up on node3's session", func() bool {
 		return strings.Count(nodes[1].logs(), "session copy expired") >= 1
 	})
 	_, err := xmpptest.TryDialC2S(nodes[1].c2s, "example.com", "alice", "pw",
@@ -128,7 +129,7 @@ func TestGracefulStopDropsCopies(t *testing.T) {
 	if err := nodes[0].cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "node2 to drop node1's copies", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "node2 to drop node1's copies", func() bool {
 		return strings.Contains(nodes[1].logs(), "its session copies dropped")
 	})
 	// Past the resumption timeout, nobody stores g1 a second time.
@@ -156,7 +157,7 @@ func aliceAndBob(t *testing.T, nodes []*node) (alice, bob *xmpptest.Conn) {
 	a.SetAutoAck(false)
 	_ = a.Send("<presence/>")
 	b := dial(t, nodes[2], "bob")
-	waitFor(t, 10*time.Second, "alice in node3's directory", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "alice in node3's directory", func() bool {
 		d, _ := status(t, nodes[2].http)
 		return d >= 1
 	})

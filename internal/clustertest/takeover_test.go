@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"xcollect.dev/xcollect/internal/pgtest"
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/xmpptest"
 )
 
@@ -52,7 +53,7 @@ func TestProcessorNodeKilled(t *testing.T) {
 		}
 		return s
 	}
-	waitFor(t, 10*time.Second, "reports at the processor on node1", func() bool { return len(sendersOf(colA)) > 0 })
+	testutil.WaitFor(t, 10*time.Second, "reports at the processor on node1", func() bool { return len(sendersOf(colA)) > 0 })
 	time.Sleep(time.Second)
 	onA := sendersOf(colA)
 	killed := time.Now()
@@ -61,7 +62,7 @@ func TestProcessorNodeKilled(t *testing.T) {
 	}
 	// The partitions node1 held reach the processor on node3.
 	var takeover time.Duration
-	waitFor(t, lease+10*time.Second, "node1's partitions at the processor on node3", func() bool {
+	testutil.WaitFor(t, lease+10*time.Second, "node1's partitions at the processor on node3", func() bool {
 		colB.mu.Lock()
 		defer colB.mu.Unlock()
 		takeover = 0

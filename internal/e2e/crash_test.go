@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"xcollect.dev/xcollect/internal/testutil"
 )
 
 // TestCrashKeepsAckedReports is issue 3: a node on the embedded store is
@@ -29,7 +31,7 @@ func TestCrashKeepsAckedReports(t *testing.T) {
 	last := 0
 	for i := 1; i <= kills; i++ {
 		// Kill under load: wait until acks flow on this incarnation.
-		if !waitFor(20*time.Second, func() bool { return l.acked() > last }) {
+		if !testutil.Poll(20*time.Second, func() bool { return l.acked() > last }) {
 			t.Fatalf("kill %d: no new acks within 20s after the (re)start; %v\n%s", i, l.totals(), n.logTail())
 		}
 		delay := 200*time.Millisecond + time.Duration(rng.Int64N(int64(600*time.Millisecond)))
@@ -39,7 +41,7 @@ func TestCrashKeepsAckedReports(t *testing.T) {
 		t.Logf("kill %d after %v of load: %d acked so far", i, delay, last)
 		n.start()
 	}
-	if !waitFor(20*time.Second, func() bool { return l.acked() > last }) {
+	if !testutil.Poll(20*time.Second, func() bool { return l.acked() > last }) {
 		t.Fatalf("no acks after the last restart; %v\n%s", l.totals(), n.logTail())
 	}
 	l.stopReporters(finalAckWait + 5*time.Second)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/wire"
 	"xcollect.dev/xcollect/internal/xmpptest"
 )
@@ -422,7 +423,7 @@ func (s totals) String() string {
 // and returns the acked-but-lost ids.
 func (l *load) drain(timeout time.Duration) []string {
 	var lost []string
-	waitFor(timeout, func() bool {
+	testutil.Poll(timeout, func() bool {
 		lost = l.lost()
 		return len(lost) == 0
 	})

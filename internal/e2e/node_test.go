@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"xcollect.dev/xcollect/internal/testnode"
+	"xcollect.dev/xcollect/internal/testutil"
 )
 
 // Names shared by the tests.
@@ -58,55 +60,18 @@ type proc struct {
 	err  error         // exit status, valid after done
 }
 
-// freeAddr returns 127.0.0.1:port with a port free right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	return addr
-}
-
 // newNode writes the config of a node with one component (compJID) and
 // registers a cleanup that kills the process. It does not start it.
 func newNode(t *testing.T, opts nodeOptions) *node {
 	t.Helper()
 	dir := t.TempDir()
 	n := &node{t: t, dir: dir, cfgPath: filepath.Join(dir, "xcollect.yaml"), logPath: filepath.Join(dir, "node.log"),
-		c2s: freeAddr(t), comp: freeAddr(t)}
-	var pg string
-	if opts.DSN != "" {
-		pg = fmt.Sprintf("storage:\n  postgres:\n    dsn: %q\n", opts.DSN)
-		if opts.StartupTimeout != "" {
-			pg += "    startup_timeout: " + opts.StartupTimeout + "\n"
-		}
-	}
-	cfg := fmt.Sprintf(`node:
-  name: e2e
-domains: [%s]
-data_dir: %q
-log:
-  level: info
-  format: json
-listeners:
-  c2s: %q
-  c2s_tls: ""
-  component: %q
-  http: ""
-tls:
-  require: false
-%scomponents:
-  - jid: %s
-    secret: %s
-`, domain, filepath.Join(dir, "data"), n.c2s, n.comp, pg, compJID, compPass)
-	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+		c2s: testutil.FreeAddr(t), comp: testutil.FreeAddr(t)}
+	testnode.Config{
+		Name: "e2e", Domain: domain, DataDir: filepath.Join(dir, "data"),
+		C2S: n.c2s, ComponentAddr: n.comp, ComponentJID: compJID, ComponentSecret: compPass,
+		PostgresDSN: opts.DSN, PostgresStartupTimeout: opts.StartupTimeout,
+	}.Write(t, n.cfgPath)
 	t.Cleanup(n.kill)
 	return n
 }
@@ -263,18 +228,4 @@ func (n *node) logTail() string {
 		l = l[len(l)-30:]
 	}
 	return strings.Join(l, "\n")
-}
-
-// waitFor polls cond every 20 ms until it holds or timeout passes.
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if !time.Now().Before(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

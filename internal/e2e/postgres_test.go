@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"xcollect.dev/xcollect/internal/pgtest"
+	"xcollect.dev/xcollect/internal/testutil"
 )
 
 // Log messages of component/commit.go the outage test counts.
@@ -36,7 +37,7 @@ func TestPostgresOutageKeepsSessions(t *testing.T) {
 	n.start()
 	l := startLoad(t, n, reporters, maxReports)
 
-	if !waitFor(20*time.Second, func() bool { return l.acked() >= 200 }) {
+	if !testutil.Poll(20*time.Second, func() bool { return l.acked() >= 200 }) {
 		t.Fatalf("load did not start: %v\n%s", l.totals(), n.logTail())
 	}
 	before := l.totals()
@@ -58,12 +59,12 @@ func TestPostgresOutageKeepsSessions(t *testing.T) {
 		t.Fatalf("start postgres: %v", err)
 	}
 	restarted := time.Now()
-	if !waitFor(30*time.Second, func() bool { return l.acked() > end }) {
+	if !testutil.Poll(30*time.Second, func() bool { return l.acked() > end }) {
 		t.Fatalf("acks did not resume within 30s after Postgres restarted; %v\n%s", l.totals(), n.logTail())
 	}
 	t.Logf("acks resumed %v after Postgres restarted", time.Since(restarted).Round(time.Millisecond))
 	resumed := l.acked()
-	if !waitFor(20*time.Second, func() bool { return l.acked() >= resumed+200 }) {
+	if !testutil.Poll(20*time.Second, func() bool { return l.acked() >= resumed+200 }) {
 		t.Fatalf("load did not continue after the outage; %v", l.totals())
 	}
 	l.stopReporters(finalAckWait + 5*time.Second)
@@ -122,7 +123,7 @@ func grepLog(n *node, s string) string {
 // TestPostgresDownAtStartup: a node whose database does not answer waits
 // storage.postgres.startup_timeout, then exits non-zero saying why.
 func TestPostgresDownAtStartup(t *testing.T) {
-	closed := freeAddr(t) // nothing listens there
+	closed := testutil.FreeAddr(t) // nothing listens there
 	if c, err := net.DialTimeout("tcp", closed, time.Second); err == nil {
 		c.Close()
 		t.Fatalf("%s unexpectedly accepts connections", closed)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"xcollect.dev/xcollect/component"
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/xmpptest"
 )
 
@@ -35,7 +36,7 @@ func TestSlixmppComponentKilledLosesNothing(t *testing.T) {
 	if err := alice.WaitAck(total, waitTimeout); err != nil { // acknowledged: durable
 		t.Fatal(err)
 	}
-	waitFor(t, "all reports queued", func() bool { return n.queuedRows(t, compJID) == total })
+	testutil.WaitFor(t, waitTimeout, "all reports queued", func() bool { return n.queuedRows(t, compJID) == total })
 
 	_, port, _ := strings.Cut(n.comp, ":")
 	first := startProc(t, "", nil, systemPython, "testdata/slixmpp_component.py", "127.0.0.1", port, compJID, compPass, strconv.Itoa(crashAfter))
@@ -49,7 +50,7 @@ func TestSlixmppComponentKilledLosesNothing(t *testing.T) {
 		}
 	}
 	var second *proc
-	waitFor(t, "second processor online", func() bool {
+	testutil.WaitFor(t, waitTimeout, "second processor online", func() bool {
 		second = startProc(t, "", nil, systemPython, "testdata/slixmpp_component.py", "127.0.0.1", port, compJID, compPass, "0")
 		e := second.await("online or refused", func(e event) bool { return e.str("event") == "online" || e.str("event") == "stream_error" })
 		if e.str("event") == "online" {
@@ -59,7 +60,7 @@ func TestSlixmppComponentKilledLosesNothing(t *testing.T) {
 		<-second.exited
 		return false
 	})
-	waitFor(t, "every report handled by one of the two processors", func() bool {
+	testutil.WaitFor(t, waitTimeout, "every report handled by one of the two processors", func() bool {
 		got := 0
 		for _, e := range second.all() {
 			if e.str("event") == "message" && !handled[reportSeq(t, e.str("id"))] {
@@ -86,7 +87,7 @@ func TestSlixmppComponentKilledLosesNothing(t *testing.T) {
 			t.Fatalf("report r%d lost", i)
 		}
 	}
-	waitFor(t, "empty queue", func() bool { return n.queuedRows(t, compJID) == 0 })
+	testutil.WaitFor(t, waitTimeout, "empty queue", func() bool { return n.queuedRows(t, compJID) == 0 })
 	t.Logf("first processor handled %d and died; the second got %d (from r%d)", len(handled), len(seen), prev-len(seen)+1)
 }
 
@@ -133,7 +134,7 @@ func TestStoppedSlixmppComponentReplaced(t *testing.T) {
 	}
 
 	var next *xmpptest.Conn
-	waitFor(t, "replacement connected", func() bool {
+	testutil.WaitFor(t, waitTimeout, "replacement connected", func() bool {
 		c, err := xmpptest.TryDialComponent(n.comp, compJID, compPass)
 		if err != nil {
 			return false
@@ -156,5 +157,5 @@ func TestStoppedSlixmppComponentReplaced(t *testing.T) {
 			t.Fatalf("report %d: got %s", i, el.Raw)
 		}
 	}
-	waitFor(t, "empty queue", func() bool { return n.queuedRows(t, compJID) == 0 })
+	testutil.WaitFor(t, waitTimeout, "empty queue", func() bool { return n.queuedRows(t, compJID) == 0 })
 }

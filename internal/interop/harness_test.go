@@ -4,31 +4,23 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
-	"encoding/xml"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"mellium.im/sasl"
-	"mellium.im/xmlstream"
-	"mellium.im/xmpp"
-	"mellium.im/xmpp/jid"
 
 	"xcollect.dev/xcollect/component"
-	"xcollect.dev/xcollect/internal/certs"
+	"xcollect.dev/xcollect/internal/testnode"
 	"xcollect.dev/xcollect/server"
 	"xcollect.dev/xcollect/storage"
-	"xcollect.dev/xcollect/storage/embedded"
 )
 
 const (
@@ -70,81 +62,11 @@ type node struct {
 
 func startNode(t *testing.T, o options) *node {
 	t.Helper()
-	dir := t.TempDir()
-	store, err := embedded.Open(filepath.Join(dir, "x.db"), embedded.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _, _, err := certs.SelfSigned([]string{domain})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
-	cfg := server.DefaultConfig()
-	cfg.Domains = []string{domain}
-	cfg.C2SAddr = "127.0.0.1:0"
-	cfg.C2STLSAddr = ""
-	cfg.TLS = certs.ServerConfig(cert)
-	cfg.RequireTLS = true
-	cfg.Logger = log
-	srv, err := server.New(cfg, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &node{srv: srv, store: store, dir: dir}
-	for bare, pass := range o.users {
-		cred, err := storage.NewCredentials(pass, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := store.Users().CreateUser(context.Background(), bare, cred); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var mgr *component.Manager
-	if len(o.components) > 0 {
-		ccfg := component.DefaultConfig()
-		ccfg.Addr = "127.0.0.1:0"
-		ccfg.Components = o.components
-		ccfg.Logger = log.With().Str("side", "component").Logger()
-		if o.componentTLS {
-			ccfg.TLSAddr = "127.0.0.1:0"
-			ccfg.TLS = cfg.TLS
-		}
-		if o.componentCfg != nil {
-			o.componentCfg(&ccfg)
-		}
-		mgr, err = component.New(ccfg, store, srv, "interop")
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv.SetQueuer(mgr)
-		if err := mgr.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		n.comp = mgr.Addr().String()
-		if a := mgr.TLSAddr(); a != nil {
-			n.compTLS = a.String()
-		}
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("server shutdown: %v", err)
-		}
-		if mgr != nil {
-			if err := mgr.Shutdown(ctx); err != nil {
-				t.Errorf("component shutdown: %v", err)
-			}
-		}
-		store.Close()
+	in := testnode.StartInProcess(t, testnode.InProcessOptions{
+		Domains: []string{domain}, RequireTLS: true, Users: o.users,
+		Components: o.components, ComponentTLS: o.componentTLS, Component: o.componentCfg, NodeName: "interop",
 	})
-	n.c2s = srv.Addr("c2s").String()
-	return n
+	return &node{srv: in.Server, store: in.Store, dir: in.Dir, c2s: in.C2S, comp: in.Component, compTLS: in.ComponentTLS}
 }
 
 func (n *node) port() string {
@@ -363,92 +285,29 @@ func is(kv ...string) func(event) bool {
 	}
 }
 
-// goClient is a mellium client session (STARTTLS, SCRAM-SHA-256) whose
-// incoming top-level elements are collected as XML strings.
+// goClient is a testnode.MelliumClient (STARTTLS, SCRAM-SHA-256) whose
+// Expect waits waitTimeout.
 type goClient struct {
+	*testnode.MelliumClient
 	t   *testing.T
 	jid string // bound full JID
-	s   *xmpp.Session
-	in  chan string
 }
 
 func dialGo(t *testing.T, addr, full, pass string) *goClient {
 	t.Helper()
-	j := jid.MustParse(full)
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	m, err := testnode.DialMellium(t, addr, full, pass, sasl.ScramSha256)
 	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	s, err := xmpp.NewClientSession(ctx, j, conn,
-		xmpp.StartTLS(&tls.Config{ServerName: j.Domain().String(), InsecureSkipVerify: true}),
-		xmpp.SASL("", pass, sasl.ScramSha256),
-		xmpp.BindResource(),
-	)
-	if err != nil {
-		conn.Close()
 		t.Fatalf("go client %s: %v", full, err)
 	}
-	_ = conn.SetDeadline(time.Time{})
-	c := &goClient{t: t, jid: s.LocalAddr().String(), s: s, in: make(chan string, 1000)}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = s.Serve(xmpp.HandlerFunc(func(r xmlstream.TokenReadEncoder, start *xml.StartElement) error {
-			var buf bytes.Buffer
-			e := xml.NewEncoder(&buf)
-			if _, err := xmlstream.Copy(e, xmlstream.MultiReader(xmlstream.Token(*start), r)); err != nil {
-				return nil
-			}
-			_ = e.Flush()
-			select {
-			case c.in <- buf.String():
-			default:
-			}
-			return nil
-		}))
-	}()
-	t.Cleanup(func() {
-		s.Close()
-		conn.Close()
-		<-served
-	})
-	return c
+	m.Timeout = waitTimeout
+	return &goClient{MelliumClient: m, t: t, jid: m.JID}
 }
 
-func (c *goClient) send(raw string) {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.s.Send(ctx, xml.NewDecoder(strings.NewReader(raw))); err != nil {
-		c.t.Fatalf("send %s: %v", raw, err)
-	}
-}
+func (c *goClient) send(raw string) { c.t.Helper(); c.Send(raw) }
 
 // expect waits up to waitTimeout for an element containing every substring
 // in want.
-func (c *goClient) expect(want ...string) string {
-	c.t.Helper()
-	deadline := time.NewTimer(waitTimeout)
-	defer deadline.Stop()
-	for {
-		select {
-		case got := <-c.in:
-			ok := true
-			for _, w := range want {
-				ok = ok && strings.Contains(got, w)
-			}
-			if ok {
-				return got
-			}
-		case <-deadline.C:
-			c.t.Fatalf("%s: no element with %q within %v", c.jid, want, waitTimeout)
-			return ""
-		}
-	}
-}
+func (c *goClient) expect(want ...string) string { c.t.Helper(); return c.Expect(want...) }
 
 // ping sends a XEP-0199 ping to the server and waits for the result, so
 // that everything c sent before has been processed by its session.
@@ -466,18 +325,6 @@ func writeFile(t *testing.T, dir, name, content string) string {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// waitFor polls cond every 20ms until it is true or waitTimeout passed.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %v", what, waitTimeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // queuedRows returns the rows waiting in component's durable queue.

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"xcollect.dev/xcollect/component"
+	"xcollect.dev/xcollect/internal/testutil"
 )
 
 const (
@@ -136,7 +137,7 @@ func testXMPPComponent(t *testing.T) {
 	// Offline: queued durably.
 	alice.send(fmt.Sprintf("<message to='%s' type='normal' id='q1'><body>queued while offline</body></message>", compJID))
 	alice.ping("p1")
-	waitFor(t, "queued row for "+compJID, func() bool { return n.queuedRows(t, compJID) == 1 })
+	testutil.WaitFor(t, waitTimeout, "queued row for "+compJID, func() bool { return n.queuedRows(t, compJID) == 1 })
 
 	_, port, _ := strings.Cut(n.comp, ":")
 	bad := startProc(t, "node", []string{"XMPP_TRACE=1"}, "node", "component.js", "127.0.0.1", port, compJID, "wrong-secret", "1")
@@ -165,5 +166,5 @@ func testXMPPComponent(t *testing.T) {
 	if !slices.Equal(ids, []string{"q1", "l1"}) {
 		t.Fatalf("component received ids %v, want [q1 l1] once each in order", ids)
 	}
-	waitFor(t, "empty queue after delivery", func() bool { return n.queuedRows(t, compJID) == 0 })
+	testutil.WaitFor(t, waitTimeout, "empty queue after delivery", func() bool { return n.queuedRows(t, compJID) == 0 })
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"xcollect.dev/xcollect/component"
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/wire"
 	"xcollect.dev/xcollect/internal/xmpptest"
 )
@@ -118,7 +119,7 @@ func TestBareJIDKeepsTo(t *testing.T) {
 	_ = alice.Send("<message to='" + bare + "' id='off1' type='chat'><body>stored</body></message>")
 	proc := xmpptest.DialComponent(t, n.comp, compJID, compPass)
 	_ = proc.Send("<message from='" + compJID + "' to='" + bare + "' id='off2'><body>stored from component</body></message>")
-	waitFor(t, "two offline messages for bob", func() bool {
+	testutil.WaitFor(t, waitTimeout, "two offline messages for bob", func() bool {
 		msgs, err := n.store.Offline().FetchOffline(t.Context(), bare, time.Time{})
 		return err == nil && len(msgs) == 2
 	})

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"xcollect.dev/xcollect/internal/testutil"
 )
 
 // BinDir is where Debian's postgresql-15 package installs the server binaries.
@@ -174,7 +176,7 @@ func (s *Server) setup() error {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		if !fixed {
-			if s.port, err = freePort(); err != nil {
+			if s.port, err = testutil.FreePort(Host); err != nil {
 				return err
 			}
 		}
@@ -207,18 +209,6 @@ func postgresUser() (*syscall.Credential, error) {
 		return nil, fmt.Errorf("postgres gid %q: %w", u.Gid, err)
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(Host, "0"))
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	return port, nil
 }
 
 func (s *Server) dataDir() string { return filepath.Join(s.dir, "data") }

@@ -1,5 +1,9 @@
 // Package testutil holds small helpers that tests in several packages
-// share. It is imported by tests only.
+// share: the one poll loop (Poll, WaitFor), free ports (FreePort,
+// FreeAddr) and SyncBuffer. It is imported by tests and by test-support
+// packages (storage/storetest, internal/pgtest) only, and imports nothing
+// from the module, so the tests of any package, even the lowest tier, may
+// use it.
 package testutil
 
 import (

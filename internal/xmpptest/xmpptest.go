@@ -1,19 +1,18 @@
-// Package xmpptest is a small raw XMPP client for tests: c2s with
-// STARTTLS, SASL (SCRAM-SHA-256, SCRAM-SHA-1, PLAIN via mellium.im/sasl)
-// and resource binding, and XEP-0114 components; both with XEP-0198
-// counters. It reads with internal/wire.Decoder in one reader goroutine
-// per connection, so a timeout in Next never corrupts the stream.
+// Package xmpptest is a small raw XMPP client for tests: c2s and XEP-0114
+// components, both with XEP-0198 counters. Negotiation (STARTTLS, SASL,
+// resource binding, the component handshake, stream errors) is the one
+// client stack of internal/xmppc, which the reporter and processor SDKs
+// and loadgen use too; this package adds what tests need on top: a reader
+// goroutine per connection that queues elements (so a timeout in Next never
+// corrupts the stream), automatic answers to <r/> and pings, XEP-0198
+// resumption, and helpers that fail the test.
 //
 // Read first: DialC2S, DialComponent, Conn.
 package xmpptest
 
 import (
-	"bufio"
-	"crypto/sha1"
+	"context"
 	"crypto/tls"
-	"encoding/base64"
-	"encoding/hex"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -24,22 +23,17 @@ import (
 	"testing"
 	"time"
 
-	"mellium.im/sasl"
-
 	"xcollect.dev/xcollect/internal/wire"
+	"xcollect.dev/xcollect/internal/xmppc"
 )
 
 // DefaultTimeout bounds each step of a dial.
 const DefaultTimeout = 10 * time.Second
 
 // StreamError is returned when the peer closed the stream with a
-// <stream:error/>; Condition is its RFC 6120 condition.
-type StreamError struct {
-	Condition string
-	Raw       string
-}
-
-func (e *StreamError) Error() string { return "stream error: " + e.Condition }
+// <stream:error/>; Condition is its RFC 6120 condition and Raw the whole
+// element.
+type StreamError = xmppc.StreamError
 
 // ErrClosed is returned by Next after the stream ended without an error.
 var ErrClosed = errors.New("xmpptest: stream closed")
@@ -73,10 +67,6 @@ type Conn struct {
 	autoPong bool
 	rSeen    int // <r/> from the peer not auto-answered
 	done     chan struct{}
-}
-
-func dial(addr string) (net.Conn, error) {
-	return net.DialTimeout("tcp", addr, DefaultTimeout)
 }
 
 func newConn(nc net.Conn, ns string) *Conn {
@@ -116,65 +106,6 @@ type ResumeFailed struct {
 
 func (e *ResumeFailed) Error() string { return "resume failed: " + e.Raw }
 
-// negotiator runs the synchronous part of a c2s stream before the reader
-// goroutine starts.
-type negotiator struct {
-	nc  net.Conn
-	dec *wire.Decoder
-}
-
-func (n *negotiator) write(s string) error {
-	if err := n.nc.SetWriteDeadline(time.Now().Add(DefaultTimeout)); err != nil {
-		return err
-	}
-	_, err := io.WriteString(n.nc, s)
-	return err
-}
-
-func (n *negotiator) open(ns, to string) (*wire.Element, error) {
-	n.dec = wire.NewDecoder(bufio.NewReader(n.nc), 0)
-	if err := n.write("<?xml version='1.0'?><stream:stream xmlns='" + ns + "' xmlns:stream='http://etherx.jabber.org/streams' to='" + to + "' version='1.0'>"); err != nil {
-		return nil, err
-	}
-	if _, err := n.dec.Header(); err != nil {
-		return nil, fmt.Errorf("read stream header: %w", err)
-	}
-	if ns != wire.NSClient {
-		return nil, nil
-	}
-	return n.next()
-}
-
-func (n *negotiator) next() (*wire.Element, error) {
-	if err := n.nc.SetReadDeadline(time.Now().Add(DefaultTimeout)); err != nil {
-		return nil, err
-	}
-	el, err := n.dec.Next()
-	if err != nil {
-		return nil, err
-	}
-	if el.Name.Space == wire.NSStream && el.Name.Local == "error" {
-		return nil, parseStreamError(el)
-	}
-	return el, nil
-}
-
-func parseStreamError(el *wire.Element) error {
-	var se struct {
-		Inner []struct {
-			XMLName xml.Name
-		} `xml:",any"`
-	}
-	_ = xml.Unmarshal(el.Raw, &se) // best effort: the condition is for messages only
-	e := &StreamError{Raw: string(el.Raw)}
-	for _, in := range se.Inner {
-		if in.XMLName.Space == wire.NSStreams && in.XMLName.Local != "text" {
-			e.Condition = in.XMLName.Local
-		}
-	}
-	return e
-}
-
 // DialC2S connects user@domain to the c2s listener at addr, authenticates
 // and binds a resource. It fails the test on error.
 func DialC2S(t testing.TB, addr, domain, user, pass string, opts C2SOptions) *Conn {
@@ -190,104 +121,65 @@ func DialC2S(t testing.TB, addr, domain, user, pass string, opts C2SOptions) *Co
 // TryDialC2S is DialC2S returning the error instead of failing the test.
 // The caller must Close the connection.
 func TryDialC2S(addr, domain, user, pass string, opts C2SOptions) (*Conn, error) {
-	nc, err := dial(addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*DefaultTimeout)
+	defer cancel()
+	nc, err := xmppc.Dial(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
-	c, err := negotiateC2S(nc, domain, user, pass, opts)
+	tlsConfig := opts.TLS
+	if tlsConfig == nil {
+		tlsConfig = &tls.Config{InsecureSkipVerify: true, ServerName: domain} //nolint:gosec // tests only
+	}
+	x, _, err := xmppc.OpenC2S(ctx, nc, xmppc.C2SConfig{
+		Domain: domain, Username: user, Password: pass,
+		TLS: tlsConfig, SkipTLS: !opts.StartTLS,
+		Mechanism: mechanismOrDefault(opts.Mechanism), Timeout: DefaultTimeout,
+	})
 	if err != nil {
-		nc.Close()
+		return nil, err // OpenC2S closed nc
+	}
+	c, err := bindOrResume(ctx, x, opts)
+	if err != nil {
+		x.Close()
 		return nil, err
 	}
 	return c, nil
 }
 
-func negotiateC2S(nc net.Conn, domain, user, pass string, opts C2SOptions) (*Conn, error) {
-	n := &negotiator{nc: nc}
-	feats, err := n.open(wire.NSClient, domain)
-	if err != nil {
-		return nil, err
+// mechanismOrDefault keeps this package's default, SCRAM-SHA-256, even
+// when the server offers only weaker mechanisms: a test that wants another
+// names it.
+func mechanismOrDefault(m string) string {
+	if m == "" {
+		return "SCRAM-SHA-256"
 	}
-	if opts.StartTLS {
-		if !strings.Contains(string(feats.Raw), "starttls") {
-			return nil, errors.New("server does not offer STARTTLS")
-		}
-		if err := n.write("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"); err != nil {
-			return nil, err
-		}
-		el, err := n.next()
-		if err != nil {
-			return nil, err
-		}
-		if el.Name.Local != "proceed" {
-			return nil, fmt.Errorf("starttls: got %s", el.Raw)
-		}
-		cfg := opts.TLS
-		if cfg == nil {
-			cfg = &tls.Config{InsecureSkipVerify: true, ServerName: domain} //nolint:gosec // tests only
-		}
-		tc := tls.Client(nc, cfg)
-		if err := tc.SetDeadline(time.Now().Add(DefaultTimeout)); err != nil {
-			return nil, err
-		}
-		if err := tc.Handshake(); err != nil {
-			return nil, fmt.Errorf("tls handshake: %w", err)
-		}
-		n.nc = tc
-		if feats, err = n.open(wire.NSClient, domain); err != nil {
-			return nil, err
-		}
-	}
-	mech := opts.Mechanism
-	if mech == "" {
-		mech = "SCRAM-SHA-256"
-	}
-	if !strings.Contains(string(feats.Raw), "<mechanism>"+mech+"</mechanism>") {
-		return nil, fmt.Errorf("server does not offer %s: %s", mech, feats.Raw)
-	}
-	if err := n.auth(mech, user, pass); err != nil {
-		return nil, err
-	}
-	if _, err := n.open(wire.NSClient, domain); err != nil {
-		return nil, err
-	}
+	return m
+}
+
+// bindOrResume binds a resource on the authenticated stream x, or resumes
+// opts.Resume, and starts the reader goroutine.
+func bindOrResume(ctx context.Context, x *xmppc.Conn, opts C2SOptions) (*Conn, error) {
 	if opts.Resume != nil {
-		return n.resume(opts.Resume)
+		return resume(ctx, x, opts.Resume)
 	}
-	bind := "<iq type='set' id='bind-1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-	if opts.Resource != "" {
-		bind += "<resource>" + wire.Escape(opts.Resource) + "</resource>"
-	}
-	if err := n.write(bind + "</bind></iq>"); err != nil {
-		return nil, err
-	}
-	el, err := n.next()
+	jid, err := x.Bind(ctx, opts.Resource)
 	if err != nil {
 		return nil, err
 	}
-	var res struct {
-		Type string `xml:"type,attr"`
-		JID  string `xml:"bind>jid"`
-	}
-	if err := xml.Unmarshal(el.Raw, &res); err != nil || res.Type != "result" || res.JID == "" {
-		return nil, fmt.Errorf("bind: %s", el.Raw)
-	}
-	if err := n.nc.SetDeadline(time.Time{}); err != nil {
+	if err := x.ClearDeadlines(); err != nil {
 		return nil, err
 	}
-	c := newConn(n.nc, wire.NSClient)
-	c.JID = res.JID
-	go c.readLoop(n.dec)
+	c := newConn(x.NetConn(), wire.NSClient)
+	c.JID = jid
+	go c.readLoop(x.Dec)
 	return c, nil
 }
 
 // resume sends <resume/> and turns the stream into a Conn whose SM
 // counters continue: ResumedH is the server's h.
-func (n *negotiator) resume(r *Resume) (*Conn, error) {
-	if err := n.write(fmt.Sprintf("<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>", wire.Escape(r.PrevID), r.H)); err != nil {
-		return nil, err
-	}
-	el, err := n.next()
+func resume(ctx context.Context, x *xmppc.Conn, r *Resume) (*Conn, error) {
+	el, err := x.Step(ctx, fmt.Appendf(nil, "<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>", wire.Escape(r.PrevID), r.H))
 	if err != nil {
 		return nil, err
 	}
@@ -302,80 +194,16 @@ func (n *negotiator) resume(r *Resume) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resumed without h: %s", el.Raw)
 	}
-	if err := n.nc.SetDeadline(time.Time{}); err != nil {
+	if err := x.ClearDeadlines(); err != nil {
 		return nil, err
 	}
-	c := newConn(n.nc, wire.NSClient)
+	c := newConn(x.NetConn(), wire.NSClient)
 	c.smOn = true
 	c.received = r.H // our count goes on from what we told the server
 	c.SMID = r.PrevID
 	c.ResumedH = uint32(h)
-	go c.readLoop(n.dec)
+	go c.readLoop(x.Dec)
 	return c, nil
-}
-
-func (n *negotiator) auth(mech, user, pass string) error {
-	var m sasl.Mechanism
-	switch mech {
-	case "SCRAM-SHA-256":
-		m = sasl.ScramSha256
-	case "SCRAM-SHA-1":
-		m = sasl.ScramSha1
-	case "PLAIN":
-		m = sasl.Plain
-	default:
-		return fmt.Errorf("unknown mechanism %q", mech)
-	}
-	cl := sasl.NewClient(m, sasl.Credentials(func() ([]byte, []byte, []byte) {
-		return []byte(user), []byte(pass), nil
-	}))
-	_, resp, err := cl.Step(nil)
-	if err != nil {
-		return fmt.Errorf("sasl: %w", err)
-	}
-	if err := n.write("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='" + mech + "'>" + b64(resp) + "</auth>"); err != nil {
-		return err
-	}
-	for {
-		el, err := n.next()
-		if err != nil {
-			return err
-		}
-		var body struct {
-			Text string `xml:",chardata"`
-		}
-		_ = xml.Unmarshal(el.Raw, &body) // an empty or odd body fails below
-		data, derr := base64.StdEncoding.DecodeString(strings.TrimSpace(body.Text))
-		if derr != nil && strings.TrimSpace(body.Text) != "=" {
-			return fmt.Errorf("sasl: bad base64 in %s", el.Raw)
-		}
-		switch el.Name.Local {
-		case "challenge":
-			_, resp, err := cl.Step(data)
-			if err != nil {
-				return fmt.Errorf("sasl: %w", err)
-			}
-			if err := n.write("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + b64(resp) + "</response>"); err != nil {
-				return err
-			}
-		case "success":
-			if len(data) > 0 && strings.HasPrefix(mech, "SCRAM") {
-				if _, _, err := cl.Step(data); err != nil {
-					return fmt.Errorf("sasl: verify server: %w", err)
-				}
-			}
-			return nil
-		default:
-			return fmt.Errorf("sasl: %s", el.Raw)
-		}
-	}
-}
-
-func b64(b []byte) string {
-	if len(b) == 0 {
-		return "="
-	}
-	return base64.StdEncoding.EncodeToString(b)
 }
 
 // DialComponent connects the component jid to the XEP-0114 listener at
@@ -394,66 +222,43 @@ func DialComponent(t testing.TB, addr, jid, secret string) *Conn {
 // when the server refused the stream). The caller must Close the
 // connection.
 func TryDialComponent(addr, jid, secret string) (*Conn, error) {
-	nc, err := dial(addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*DefaultTimeout)
+	defer cancel()
+	nc, err := xmppc.Dial(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
-	return negotiateComponent(nc, jid, secret)
+	return openComponent(ctx, nc, jid, secret)
 }
 
 // TryDialComponentTLS is TryDialComponent over direct TLS (the
 // component_tls listener).
 func TryDialComponentTLS(addr, jid, secret string, cfg *tls.Config) (*Conn, error) {
-	d := net.Dialer{Timeout: DefaultTimeout}
-	nc, err := tls.DialWithDialer(&d, "tcp", addr, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*DefaultTimeout)
+	defer cancel()
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: DefaultTimeout}, Config: cfg}
+	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return negotiateComponent(nc, jid, secret)
+	return openComponent(ctx, nc, jid, secret)
 }
 
-func negotiateComponent(nc net.Conn, jid, secret string) (*Conn, error) {
-	n := &negotiator{nc: nc}
-	fail := func(err error) (*Conn, error) {
-		nc.Close()
+// openComponent runs the XEP-0114 handshake on nc and starts the reader
+// goroutine; on error nc is closed.
+func openComponent(ctx context.Context, nc net.Conn, jid, secret string) (*Conn, error) {
+	x, err := xmppc.OpenComponent(ctx, nc, jid, secret, DefaultTimeout)
+	if err != nil {
+		return nil, err // OpenComponent closed nc
+	}
+	if err := x.ClearDeadlines(); err != nil {
+		x.Close()
 		return nil, err
 	}
-	if err := nc.SetDeadline(time.Now().Add(DefaultTimeout)); err != nil {
-		return fail(err)
-	}
-	n.dec = wire.NewDecoder(bufio.NewReader(nc), 0)
-	if err := n.write("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' to='" + wire.Escape(jid) + "'>"); err != nil {
-		return fail(err)
-	}
-	h, err := n.dec.Header()
-	if err != nil {
-		return fail(fmt.Errorf("read stream header: %w", err))
-	}
-	if h.ID == "" {
-		// The server answered with an error right after its header.
-		if _, err := n.next(); err != nil {
-			return fail(err)
-		}
-		return fail(errors.New("stream header without id"))
-	}
-	sum := sha1.Sum([]byte(h.ID + secret))
-	if err := n.write("<handshake>" + hex.EncodeToString(sum[:]) + "</handshake>"); err != nil {
-		return fail(err)
-	}
-	el, err := n.next()
-	if err != nil {
-		return fail(err)
-	}
-	if el.Name.Local != "handshake" {
-		return fail(fmt.Errorf("handshake: %s", el.Raw))
-	}
-	if err := nc.SetDeadline(time.Time{}); err != nil {
-		return fail(err)
-	}
-	c := newConn(nc, wire.NSComponent)
+	c := newConn(x.NetConn(), wire.NSComponent)
 	c.JID = jid
 	c.autoPong = true
-	go c.readLoop(n.dec)
+	go c.readLoop(x.Dec)
 	return c, nil
 }
 
@@ -477,7 +282,7 @@ func (c *Conn) readLoop(dec *wire.Decoder) {
 		c.mu.Lock()
 		switch {
 		case el.Name.Space == wire.NSStream && el.Name.Local == "error":
-			c.err = parseStreamError(el)
+			c.err = xmppc.ParseStreamError(el)
 		case el.Name.Space == wire.NSSM && el.Name.Local == "r":
 			if c.autoAck {
 				h := c.received

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"xcollect.dev/xcollect/internal/pgtest"
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/storage"
 	"xcollect.dev/xcollect/storage/postgres"
 )
@@ -19,18 +20,6 @@ func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// waitFor polls fn until it is true and fails t after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, fn func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !fn() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func connect(t testing.TB, dsn string) *pgx.Conn {
@@ -153,7 +142,7 @@ func TestClaimTakeoverAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var taken []storage.QueueItem
-	waitFor(t, 10*time.Second, "B to take over after A's lease expired", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "B to take over after A's lease expired", func() bool {
 		taken, err = b.Claim(ctx, "c.x", "B", time.Minute, 0, 100)
 		if err != nil {
 			t.Fatal(err)
@@ -192,7 +181,7 @@ func TestClaimTakeoverAcrossNodes(t *testing.T) {
 // database.
 func waitListening(t testing.TB, c *pgx.Conn, n int) {
 	t.Helper()
-	waitFor(t, 15*time.Second, "LISTEN connection", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "LISTEN connection", func() bool {
 		var got int64
 		err := c.QueryRow(ctxT(t), `SELECT count(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND query = 'LISTEN xcollect_queue'`).Scan(&got)

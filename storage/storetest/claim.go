@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/storage"
 )
 
@@ -170,7 +171,7 @@ func testLeaseExpiry(t *testing.T, f Factory) {
 
 	// A stops renewing; once its lease expires B takes the partition and
 	// gets A's unacked rows again.
-	waitFor(t, lease+10*time.Second, "B to take over A's expired lease", func() bool {
+	testutil.WaitFor(t, lease+10*time.Second, "B to take over A's expired lease", func() bool {
 		b = claim(ctx, t, q, "c.x", "B", time.Minute, 1, 100)
 		return len(b) > 0
 	})

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/storage"
 )
 
@@ -62,24 +63,11 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// waitFor polls fn every few milliseconds until it returns true, and fails
-// the test after timeout. Call it from the test goroutine only.
-func waitFor(t *testing.T, timeout time.Duration, what string, fn func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !fn() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // waitElapsed polls the clock until d has passed since start. It lets time
 // pass for windows and leases; it synchronises nothing.
 func waitElapsed(t *testing.T, start time.Time, d time.Duration) {
 	t.Helper()
-	waitFor(t, d+10*time.Second, fmt.Sprintf("%v to pass", d), func() bool {
+	testutil.WaitFor(t, d+10*time.Second, fmt.Sprintf("%v to pass", d), func() bool {
 		return time.Since(start) > d
 	})
 }

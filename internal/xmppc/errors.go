@@ -19,6 +19,8 @@ type StreamError struct {
 	Condition string
 	Content   string
 	Text      string
+	// Raw is the whole <stream:error/> element as the server sent it.
+	Raw string
 }
 
 func (e *StreamError) Error() string {
@@ -74,7 +76,7 @@ func ParseStreamError(el *wire.Element) *StreamError {
 		Inner []condChild `xml:",any"`
 	}
 	_ = xml.Unmarshal(el.Raw, &se) // best effort: an odd body leaves the condition empty
-	e := &StreamError{Condition: wire.UndefinedCondition}
+	e := &StreamError{Condition: wire.UndefinedCondition, Raw: string(el.Raw)}
 	for _, in := range se.Inner {
 		if in.XMLName.Space != wire.NSStreams {
 			continue

@@ -27,6 +27,11 @@ const DefaultTimeout = 30 * time.Second
 // own default limit is 256 KiB per stanza).
 const MaxElementBytes = 4 << 20
 
+// readBufferBytes is the read buffer of a stream: large enough that a
+// processor or load generator taking a burst of stanzas reads it in few
+// system calls.
+const readBufferBytes = 16 << 10
+
 // Conn is a negotiated (or negotiating) stream. It is not safe for
 // concurrent use: during negotiation one goroutine drives it; afterwards
 // the owner's read loop uses Dec and its writer uses Write.
@@ -108,7 +113,7 @@ func (c *Conn) ClearDeadlines() error { return c.nc.SetDeadline(time.Time{}) }
 // open sends our stream header and reads the server's. For c2s it also
 // reads the features.
 func (c *Conn) open(ctx context.Context, ns, to string) (*wire.Element, error) {
-	c.Dec = wire.NewDecoder(bufio.NewReaderSize(c.nc, 4096), MaxElementBytes)
+	c.Dec = wire.NewDecoder(bufio.NewReaderSize(c.nc, readBufferBytes), MaxElementBytes)
 	hdr := "<?xml version='1.0'?><stream:stream xmlns='" + ns + "' xmlns:stream='http://etherx.jabber.org/streams' to='" + wire.Escape(to) + "'"
 	if ns == wire.NSClient {
 		hdr += " version='1.0'"
@@ -161,6 +166,15 @@ type C2SConfig struct {
 	// AllowPlaintext authenticates without TLS when the server does not
 	// offer STARTTLS. Default false: such a server is refused.
 	AllowPlaintext bool
+	// SkipTLS authenticates without TLS even when the server offers
+	// STARTTLS (tests of plaintext streams, benchmarks of the stream cost
+	// without TLS). It implies AllowPlaintext.
+	SkipTLS bool
+	// Mechanism names the one SASL mechanism to use ("SCRAM-SHA-256",
+	// "SCRAM-SHA-1" or "PLAIN"); the server must offer it. "" picks
+	// SCRAM-SHA-256, else SCRAM-SHA-1. A SCRAM mechanism always verifies
+	// the server's signature.
+	Mechanism string
 	// Timeout bounds each step; 0 means DefaultTimeout.
 	Timeout time.Duration
 }
@@ -186,17 +200,17 @@ func OpenC2S(ctx context.Context, nc net.Conn, cfg C2SConfig) (conn *Conn, feats
 	if err != nil {
 		return nil, nil, err
 	}
-	if strings.Contains(string(feats.Raw), wire.NSTLS) {
+	if !cfg.SkipTLS && strings.Contains(string(feats.Raw), wire.NSTLS) {
 		if err := c.startTLS(ctx, cfg); err != nil {
 			return nil, nil, err
 		}
 		if feats, err = c.open(ctx, wire.NSClient, cfg.Domain); err != nil {
 			return nil, nil, err
 		}
-	} else if !cfg.AllowPlaintext {
+	} else if !cfg.AllowPlaintext && !cfg.SkipTLS {
 		return nil, nil, ErrTLSRequired
 	}
-	mech, err := pickMechanism(feats)
+	mech, err := pickMechanism(feats, cfg.Mechanism)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -243,8 +257,27 @@ func (c *Conn) startTLS(ctx context.Context, cfg C2SConfig) error {
 	return nil
 }
 
-func pickMechanism(feats *wire.Element) (sasl.Mechanism, error) {
+// mechanisms are the SASL mechanisms a C2SConfig may name.
+var mechanisms = map[string]sasl.Mechanism{
+	sasl.ScramSha256.Name: sasl.ScramSha256,
+	sasl.ScramSha1.Name:   sasl.ScramSha1,
+	sasl.Plain.Name:       sasl.Plain,
+}
+
+// pickMechanism returns the mechanism named by want, which feats must
+// offer, or with want "" the strongest SCRAM mechanism feats offer.
+func pickMechanism(feats *wire.Element, want string) (sasl.Mechanism, error) {
 	s := string(feats.Raw)
+	if want != "" {
+		m, ok := mechanisms[want]
+		if !ok {
+			return sasl.Mechanism{}, fmt.Errorf("unknown SASL mechanism %q", want)
+		}
+		if !strings.Contains(s, "<mechanism>"+want+"</mechanism>") {
+			return sasl.Mechanism{}, fmt.Errorf("the server does not offer %s: %s", want, feats.Raw)
+		}
+		return m, nil
+	}
 	switch {
 	case strings.Contains(s, "<mechanism>SCRAM-SHA-256</mechanism>"):
 		return sasl.ScramSha256, nil
@@ -297,6 +330,9 @@ func (c *Conn) auth(ctx context.Context, mech sasl.Mechanism, user, pass string)
 				return err
 			}
 		case "success":
+			if mech.Name == sasl.Plain.Name {
+				return nil // PLAIN has no server signature to verify
+			}
 			if len(data) == 0 {
 				return errors.New("sasl: success without the server signature: the server is not verified")
 			}

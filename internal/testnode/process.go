@@ -1,16 +1,9 @@
-// Package testnode runs a real xcollect node (the binary, built once per
-// test package) for the SDK tests: the clients tree must not import
-// server, so the node runs as a separate process, configured from a temp
-// YAML file on free loopback ports with one component and a few users.
-//
-// Read first: Build, Start, Node.
 package testnode
 
 import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"xcollect.dev/xcollect/internal/testutil"
 )
 
 // Names every node uses.
@@ -62,52 +57,18 @@ type Node struct {
 	done      chan struct{}
 }
 
-// FreeAddr returns 127.0.0.1:port with a port free right now.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
 // Start writes a config, adds the users and starts the node; the node is
 // killed at the test's cleanup.
 func Start(t testing.TB, bin string, opts Options) *Node {
 	t.Helper()
 	dir := t.TempDir()
-	n := &Node{C2S: FreeAddr(t), Comp: FreeAddr(t), Dir: dir, bin: bin, cfg: filepath.Join(dir, "xcollect.yaml"),
+	n := &Node{C2S: testutil.FreeAddr(t), Comp: testutil.FreeAddr(t), Dir: dir, bin: bin, cfg: filepath.Join(dir, "xcollect.yaml"),
 		log: &lockedBuffer{}, done: make(chan struct{})}
-	sm := ""
-	if opts.ResumeTimeout != "" {
-		sm = "stream_management:\n  resume_timeout: " + opts.ResumeTimeout + "\n"
-	}
-	cfg := fmt.Sprintf(`node:
-  name: sdk-test
-domains: [%s]
-data_dir: %q
-log:
-  level: debug
-  format: json
-listeners:
-  c2s: %q
-  c2s_tls: ""
-  component: %q
-  http: ""
-tls:
-  require: false
-%scomponents:
-  - jid: %s
-    secret: %s
-`, Domain, filepath.Join(dir, "data"), n.C2S, n.Comp, sm, Component, Secret)
-	if err := os.WriteFile(n.cfg, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	Config{
+		Name: "sdk-test", Domain: Domain, DataDir: filepath.Join(dir, "data"), LogLevel: "debug",
+		C2S: n.C2S, ComponentAddr: n.Comp, ComponentJID: Component, ComponentSecret: Secret,
+		ResumeTimeout: opts.ResumeTimeout,
+	}.Write(t, n.cfg)
 	for _, u := range opts.Users {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		out, err := exec.CommandContext(ctx, bin, "user", "add", u+"@"+Domain, "--password", Password, "--config", n.cfg).CombinedOutput()
@@ -172,18 +133,6 @@ func (n *Node) LogTail(max int) string {
 		s = s[len(s)-max:]
 	}
 	return s
-}
-
-// WaitFor polls cond every 10 ms until it is true or timeout passes.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 type lockedBuffer struct {
