@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"xcollect.dev/xcollect/internal/testutil"
 )
 
 // TestControlMessages: control messages reach the peer's ControlHandler
@@ -28,7 +30,7 @@ func TestControlMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantReceipt(t, got)
-	waitFor(t, 5*time.Second, "both control messages at the peer", func() bool { return len(b.h.controlList()) == 2 })
+	testutil.WaitFor(t, 5*time.Second, "both control messages at the peer", func() bool { return len(b.h.controlList()) == 2 })
 	want := []controlMsg{{"n0", 3, []byte(`{"plain":true}`)}, {"n0", 4, []byte(`{"acked":true}`)}}
 	for i, m := range b.h.controlList() {
 		if m.from != want[i].from || m.kind != want[i].kind || !bytes.Equal(m.msg, want[i].msg) {
@@ -45,7 +47,7 @@ func TestControlMessages(t *testing.T) {
 	if err := a.SendControlAcked("n1", kindNoAck, []byte("x"), func(err error) { got <- err }); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the unacked message at the peer", func() bool { return len(b.h.controlList()) == 3 })
+	testutil.WaitFor(t, 5*time.Second, "the unacked message at the peer", func() bool { return len(b.h.controlList()) == 3 })
 	wantReceiptFailsWhenPeerStops(t, b, got)
 	if err := a.SendControl("n7", 3, nil); !errors.Is(err, ErrUnknownNode) {
 		t.Fatalf("to an unknown node: %v, want ErrUnknownNode", err)

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"xcollect.dev/xcollect/internal/testutil"
 )
 
 // TestPublishLoad: the sampled load carries the counts of its source, the
@@ -29,7 +31,7 @@ func TestPublishLoad(t *testing.T) {
 			return time.Duration(cpu.Add(int64(time.Hour))) // far more than the wall time: capped
 		})
 	}()
-	waitFor(t, 5*time.Second, "a published load", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "a published load", func() bool {
 		c.loadMu.Lock()
 		defer c.loadMu.Unlock()
 		return c.load.Sessions != 0
