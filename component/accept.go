@@ -162,7 +162,8 @@ var errClosed = errors.New("component: stream closed")
 // negotiate runs XEP-0114 §3 on the accept side: stream header, our header
 // with a fresh id, the handshake. It returns with c.spec set or an error
 // after having sent the stream error. The whole exchange is bounded by a
-// conn deadline (ctx deadlines are not reliable here, LIBRARY-NOTES §1).
+// conn deadline: a read blocked on the socket ignores ctx; only a deadline
+// unblocks it.
 func (c *conn) negotiate() error {
 	if err := c.nc.SetDeadline(time.Now().Add(c.m.cfg.NegotiationTimeout)); err != nil {
 		return err

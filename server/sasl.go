@@ -19,7 +19,7 @@ import (
 )
 
 // SASL mechanisms. No -PLUS variant is offered: mellium.im/sasl's server
-// has no channel binding (and panics on -PLUS), see LIBRARY-NOTES.md.
+// has no channel binding (and panics on -PLUS).
 const (
 	mechSCRAMSHA256 = "SCRAM-SHA-256"
 	mechSCRAMSHA1   = "SCRAM-SHA-1"

@@ -4,7 +4,7 @@
 // clients of internal/xmpptest: reporters (c2s with XEP-0198) and a
 // processor (XEP-0114 component with XEP-0198).
 //
-// The tests check the promise of DESIGN.md "Semantics that users rely on":
+// The tests check the promise of README.md "Delivery guarantee, as built":
 // a report whose <a h/> a client received is never lost, across SIGKILL of
 // the node (embedded store) and an outage of Postgres.
 //

@@ -12,7 +12,7 @@ import (
 	"xcollect.dev/xcollect/storage"
 )
 
-// benchStanza is a 300-byte report, the size LIBRARY-NOTES measured with.
+// benchStanza is a 300-byte report, about the size a field app sends.
 var benchStanza = []byte("<message to='c.x' id='x'><report xmlns='urn:xcollect'>" + strings.Repeat("v", 300-76) + "</report></message>")
 
 var benchLimits = func(string) storage.QueueLimits {
