@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,9 +47,7 @@ type reportRun struct {
 }
 
 func newRun(o options) *reportRun {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	r := &reportRun{o: o, runID: hex.EncodeToString(b[:]),
+	r := &reportRun{o: o, runID: newRunID(),
 		sentPer: make([]atomic.Int64, o.n), ackedPer: make([]atomic.Int64, o.n), smPer: make([]bool, o.n),
 		ackTrack: make([]ackTrack, o.n)}
 	// <message to='' id='lg.xxxxxxxx.0.0.1700000000000000000' type='normal'><data xmlns='urn:xcollect:loadgen'></data></message>
@@ -56,6 +55,16 @@ func newRun(o options) *reportRun {
 	r.pad = strings.Repeat("x", max(0, o.size-fixed))
 	r.winEnd.Store(1<<63 - 1)
 	return r
+}
+
+// newRunID returns the run's part of the report ids: the start time in
+// nanoseconds (base 36) and 4 random bytes, so that ids never repeat across
+// runs against the same server (bench runs repeat on one store, and a
+// store that dedupes must not see an old id again).
+func newRunID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return strconv.FormatInt(time.Now().UnixNano(), 36) + hex.EncodeToString(b[:])
 }
 
 // ackTrack remembers when a client sent each report (its XEP-0198 count:
@@ -139,6 +148,16 @@ func (r *reportRun) parseID(id string) (ci, seq int, ns int64, ours bool) {
 		return 0, 0, 0, false
 	}
 	return ci, seq, ns, true
+}
+
+// takeToken takes a free window slot of client ci if there is one.
+func (r *reportRun) takeToken(ci int) bool {
+	select {
+	case <-r.tokens[ci]:
+		return true
+	default:
+		return false
+	}
 }
 
 func (r *reportRun) release(ci int) {
@@ -428,6 +447,7 @@ func runReports(o options) (map[string]any, error) {
 			r.tokens[i] <- struct{}{}
 		}
 	}
+	cpu := startCPU(o.serverPIDs)
 	start := time.Now()
 	deadline := start.Add(o.duration)
 	r.latFrom = start.Add(o.warmup).UnixNano()
@@ -473,13 +493,24 @@ func runReports(o options) (map[string]any, error) {
 				if !time.Now().Before(deadline) {
 					return
 				}
-				r.sentReport(i, time.Now().UnixNano())
-				if err := c.write(r.report(i, seq)); err != nil {
+				// A buffered client writes every report its window allows
+				// at once (one write); at a steady rate each goes alone.
+				k := 1
+				for o.rate == 0 && o.burst && k < o.window && r.takeToken(i) {
+					k++
+				}
+				var buf []byte
+				for j := range k {
+					r.sentReport(i, time.Now().UnixNano())
+					buf = append(buf, r.report(i, seq+j)...)
+				}
+				seq += k - 1
+				if err := c.write(buf); err != nil {
 					writeErrs.Add(1)
 					return
 				}
-				r.sent.Add(1)
-				r.sentPer[i].Add(1)
+				r.sent.Add(int64(k))
+				r.sentPer[i].Add(int64(k))
 			}
 		}()
 	}
@@ -490,6 +521,10 @@ func runReports(o options) (map[string]any, error) {
 	for r.received.Load()+r.bounced.Load() < r.sent.Load() && time.Now().Before(drainEnd) {
 		time.Sleep(10 * time.Millisecond)
 	}
+	// CPU per report: from the start to the end of the drain (what the
+	// reports cost), before the final acks.
+	cpuRes := map[string]any{}
+	cpu.record(cpuRes, r.received.Load())
 	acked := r.waitAcks(conns, 3*time.Second)
 	sent, recv, bounced := r.sent.Load(), r.received.Load(), r.bounced.Load()
 	r.latMu.Lock()
@@ -507,6 +542,8 @@ func runReports(o options) (map[string]any, error) {
 		"write_errors": writeErrs.Load(), "starttls": o.startTLS,
 		"errors_by_type": r.errCounts(),
 	}
+	maps.Copy(res, cpuRes)
+	res["write_burst"] = o.burst && o.rate == 0
 	if acked >= 0 {
 		res["client_acked"] = acked
 	}
