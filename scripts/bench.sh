@@ -381,6 +381,31 @@ if [ -n "$DSN" ] && command -v pgbench >/dev/null; then
 	done
 fi
 
+# COPY ceiling: what this Postgres takes when rows come in groups, as
+# xcollect's group commit sends them: one session, 100 transactions of one
+# COPY of 1,000 rows (~200-byte bytea) each, fsync on.
+if [ -n "$DSN" ] && command -v psql >/dev/null; then
+	psql "$DSN" -q -c "CREATE TABLE IF NOT EXISTS bench_copy (id bigserial PRIMARY KEY, sender text NOT NULL, stanza bytea NOT NULL, created timestamptz NOT NULL DEFAULT now())" >>"$LOG" 2>&1
+	python3 -c "
+import random
+with open('$W/copy1000.tsv', 'w') as f:
+    for i in range(1000):
+        f.write('user%d@localhost\t\\\\x%s\n' % (random.randrange($CLIENTS), '78' * 200))
+"
+	for _ in $(seq 1 100); do echo "\\copy bench_copy (sender, stanza) from '$W/copy1000.tsv'"; done > "$W/copy.sql"
+	for r in $(seq 1 "$RUNS"); do
+		t0=$(date +%s%N)
+		if timeout 300 psql "$DSN" -q -v ON_ERROR_STOP=1 -f "$W/copy.sql" >>"$LOG" 2>&1; then
+			t1=$(date +%s%N)
+			rps=$((100000 * 1000000000 / (t1 - t0)))
+		else
+			rps=null
+		fi
+		log "COPY ceiling run $r: $rps rows/s"
+		printf '{"case":"copy","server":"postgres","run":%d,"result":{"rows_per_s":%s}}\n' "$r" "$rps" >> "$RES"
+	done
+fi
+
 # --- cluster directory convergence (go test, servers idle) ------------------
 # TestConverge10k: 3 in-process nodes hold 10,000 sessions, a fourth joins;
 # the time until its directory holds all 10,000 (join + link snapshots).

@@ -216,6 +216,26 @@ if any(r["case"] == "pgbench" for r in rows):
     else:
         print("pgbench failed (see bin/bench.log).\n")
 
+copy = [r["result"]["rows_per_s"] for r in rows if r["case"] == "copy" and r["result"] and r["result"].get("rows_per_s")]
+if any(r["case"] == "copy" for r in rows):
+    print("### Postgres COPY ceiling\n")
+    print("The same Postgres (fsync on), rows in groups as xcollect's group commit sends them: one "
+          "session, 100 transactions of one COPY of 1,000 rows (~200-byte bytea) each.\n")
+    if copy:
+        c = statistics.median(copy)
+        print(f"| | rows/s |\n|---|---|\n| COPY, 1,000 rows per transaction | {fmt(c)} ({fmt(min(copy))}–{fmt(max(copy))}) |")
+        for case in ("reports-acked", "reports-streamed"):
+            xp = med(case, PG, "reports_per_s")
+            if xp:
+                print(f"| {PG} delivered reports/s ({case}) | {fmt(xp)} |")
+        print()
+        for case in ("reports-acked", "reports-streamed"):
+            xp = med(case, PG, "reports_per_s")
+            if xp:
+                print(f"Ratio {PG} ({case}) / COPY ceiling = **{xp / c:.2f}**.\n")
+    else:
+        print("COPY failed (see bin/bench.log).\n")
+
 if CL in servers or any(r["case"].startswith("converge") for r in rows):
     print("## Cluster\n")
 if CL in servers:
