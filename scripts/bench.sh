@@ -406,6 +406,33 @@ with open('$W/copy1000.tsv', 'w') as f:
 	done
 fi
 
+# --- the durable path's floor on this file system (go test, servers idle) -----
+# BenchmarkFdatasync4K: one 4 KiB pwrite + fdatasync; BenchmarkEnqueueSteady:
+# the embedded store alone at 2,000 reports/s (groups of 10 every 5 ms,
+# claimed and deleted meanwhile; the bench keeps the variant that deletes
+# at once, as the delivery loop does). p50/p99/max in µs: a report acked after
+# a commit cannot have a tail below the fdatasync tail.
+for r in $(seq 1 "$RUNS"); do
+	out=$(timeout 300 $GO test -count=1 -run XXX -bench 'BenchmarkFdatasync4K|BenchmarkEnqueueSteady' -benchtime 1000x ./storage/embedded/ 2>&1)
+	echo "$out" >> "$LOG"
+	for b in Fdatasync4K EnqueueSteady; do
+		name=$b
+		[ "$b" = EnqueueSteady ] && name='EnqueueSteady/delete-every=0s' # deletes as component/deliver.go does them
+		line=$(echo "$out" | grep "^Benchmark$name" | head -1 | tr -s ' \t' ' ')
+		m() { echo "$line" | sed -n "s/.* \([0-9.]*\) $1\( .*\)\{0,1\}\$/\1/p"; }
+		p50=$(m 'p50-µs')
+		p99=$(m 'p99-µs')
+		mx=$(m 'max-µs')
+		log "store floor run $r: $b p50 ${p50:-?} p99 ${p99:-?} max ${mx:-?} µs"
+		if [ -n "$p99" ]; then
+			res="{\"p50_us\":${p50:-null},\"p99_us\":$p99,\"max_us\":${mx:-null}}"
+		else
+			res=null
+		fi
+		printf '{"case":"floor-%s","server":"embedded-test","run":%d,"result":%s}\n' "$b" "$r" "$res" >> "$RES"
+	done
+done
+
 # --- cluster directory convergence (go test, servers idle) ------------------
 # TestConverge10k: 3 in-process nodes hold 10,000 sessions, a fourth joins;
 # the time until its directory holds all 10,000 (join + link snapshots).
