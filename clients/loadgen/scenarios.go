@@ -51,7 +51,8 @@ func newRun(o options) *reportRun {
 		sentPer: make([]atomic.Int64, o.n), ackedPer: make([]atomic.Int64, o.n), smPer: make([]bool, o.n),
 		ackTrack: make([]ackTrack, o.n)}
 	// <message to='' id='lg.xxxxxxxx.0.0.1700000000000000000' type='normal'><data xmlns='urn:xcollect:loadgen'></data></message>
-	fixed := 110 + len(o.compJID)
+	// (110 bytes with an 8-character run id)
+	fixed := 110 + len(o.compJID) + len(r.runID) - 8
 	r.pad = strings.Repeat("x", max(0, o.size-fixed))
 	r.winEnd.Store(1<<63 - 1)
 	return r
