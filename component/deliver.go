@@ -68,20 +68,10 @@ func (c *conn) deliverLoop(writerDone <-chan struct{}) {
 		default:
 		}
 		pending = append(pending, c.takeAcks()...)
-		if len(pending) > 0 {
-			ctx, cancel := context.WithTimeout(c.m.ctx, storeCallTimeout)
-			err := q.Ack(ctx, c.jid, pending)
-			cancel()
-			if err != nil {
-				log.Warn().Err(err).Int("rows", len(pending)).Msg("ack delivered rows; retrying")
-			} else {
-				inFlight -= len(pending)
-				pending = pending[:0]
-				if limited {
-					want = true
-				}
-			}
-		}
+		// New rows first: a Claim only reads, while the Ack of delivered
+		// rows is a write that waits for the store's commit in progress
+		// and its own fsync; doing it first put both on the path of every
+		// new report to the processor.
 		if want || time.Since(lastClaim) >= renewEvery {
 			if time.Since(capChecked) >= statsEvery {
 				capParts = c.partitionCap()
@@ -116,10 +106,24 @@ func (c *conn) deliverLoop(writerDone <-chan struct{}) {
 				}
 				// A full batch means more rows may wait: claim again at once.
 				want = n > 0 && len(items) == n
-				if want {
-					continue
+			}
+		}
+		if len(pending) > 0 {
+			ctx, cancel := context.WithTimeout(c.m.ctx, storeCallTimeout)
+			err := q.Ack(ctx, c.jid, pending)
+			cancel()
+			if err != nil {
+				log.Warn().Err(err).Int("rows", len(pending)).Msg("ack delivered rows; retrying")
+			} else {
+				inFlight -= len(pending)
+				pending = pending[:0]
+				if limited {
+					want = true
 				}
 			}
+		}
+		if want {
+			continue
 		}
 		wait := poll
 		if failing {

@@ -69,7 +69,7 @@ def ran(case, server):
     return any(r["case"] == case and r["server"] == server for r in rows)
 
 
-def table(title, case, cols, ratio_key, better, intro=""):
+def table(title, case, cols, ratio_key, better, intro="", more_ratios=()):
     print(f"### {title}\n")
     if intro:
         print(intro + "\n")
@@ -85,6 +85,10 @@ def table(title, case, cols, ratio_key, better, intro=""):
         print()
         pairs = [f"{x}/{p} = **{ratio(case, ratio_key, x, p)}**" for x in xc for p in peers]
         print(f"Ratio of medians ({ratio_key}, {better} is better): " + "; ".join(pairs) + ".")
+        for key, kbetter in more_ratios:
+            pairs = [f"{x}/{p} = **{ratio(case, key, x, p)}**" for x in xc for p in peers]
+            print()
+            print(f"Ratio of medians ({key}, {kbetter} is better): " + "; ".join(pairs) + ".")
     if PG in here and CL in here:
         print()
         print(f"3 nodes vs 1 node on Postgres ({ratio_key}): {CL}/{PG} = **{ratio(case, ratio_key, CL, PG)}**.")
@@ -149,23 +153,41 @@ for s in servers:
 print()
 
 print("## Results\n")
-table("reports: throughput to a component", "reports",
-      [("reports_per_s", "delivered reports/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("lost", "lost")],
+REPORT_COLS = [("reports_per_s", "delivered reports/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
+               ("ack_p99_ms", "ack p99 ms"), ("server_cpu_us_per_report", "server CPU µs/report"),
+               ("loadgen_cpu_us_per_report", "loadgen CPU µs/report"), ("lost", "lost")]
+CPU_RATIO = (("server_cpu_us_per_report", "lower"),)
+WORKLOADS = ("50 clients, each with 10 reports (~200 bytes) in flight until the component has received "
+             "them (a client writes all the reports its free slots allow in one write); latency is "
+             "send → component receipt, ack latency send → the `<a h/>` covering it; lost = sent − "
+             "received − bounced after a 10 s drain. The load generator runs with GOMAXPROCS=LG_PROCS "
+             "(parameters above) for every server. CPU per report: user + system time of the server "
+             "processes (for xcollect-postgres and the cluster with their Postgres processes) and of "
+             "the load generator, from the start of the run to the end of its drain, divided by the "
+             "reports received; it does not depend on how the shared cores were split, so compare "
+             "servers by it as well as by reports/s. xcollect's component enables XEP-0198 (rows "
+             "deleted on ack); Prosody and ejabberd refuse XEP-0198 on component streams (plain XEP-0114).")
+table("reports, acked workload: XEP-0198 with `<r/>` after every report", "reports-acked", REPORT_COLS,
       "reports_per_s", "higher",
-      "50 clients, each with 10 reports (~200 bytes) in flight until the component has received "
-      "them; latency is send → component receipt; lost = sent − received − bounced after a 10 s drain. "
-      "xcollect's component enables XEP-0198 (rows deleted on ack); Prosody and ejabberd refuse "
-      "XEP-0198 on component streams (plain XEP-0114).")
-table("reports at a steady rate", "reports-rate",
-      [("reports_per_s", "delivered reports/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("lost", "lost")],
+      WORKLOADS + " Acked: each client enables XEP-0198 and asks for an ack after every report (the "
+      "workload of a data-collection client). xcollect acks after the commit (durable), Prosody and "
+      "ejabberd on receipt (in memory).", CPU_RATIO)
+table("reports, streamed workload: no XEP-0198", "reports-streamed", REPORT_COLS,
+      "reports_per_s", "higher",
+      "The same clients without XEP-0198: no acks, only the window. xcollect still commits every "
+      "report before delivering it.", CPU_RATIO)
+table("reports at a steady rate, acked", "reports-rate-acked", REPORT_COLS,
       "p99_ms", "lower",
-      "Same clients sending at a fixed total rate (open loop, window 10 as a bound).")
-table("reports: throughput to a plain XEP-0114 component (xcollect)", "reports-plain-component",
-      [("reports_per_s", "delivered reports/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("lost", "lost")],
-      "reports_per_s", "higher",
-      "The reports case with loadgen's component refusing XEP-0198 (`-component-sm off`), as "
+      "The acked clients sending at a fixed total rate (open loop, window 10 as a bound, one report per write).",
+      CPU_RATIO)
+table("reports at a steady rate, streamed", "reports-rate-streamed", REPORT_COLS,
+      "p99_ms", "lower",
+      "The streamed clients (no XEP-0198) at the same fixed total rate.", CPU_RATIO)
+table("reports: throughput to a plain XEP-0114 component (xcollect, acked clients)", "reports-plain-component",
+      REPORT_COLS, "reports_per_s", "higher",
+      "The acked case with loadgen's component refusing XEP-0198 (`-component-sm off`), as "
       "slixmpp and xmpp.js processors do: the node follows each written batch with an XEP-0199 "
-      "ping and deletes the rows when the answer comes. Compare with the first table's xcollect rows.")
+      "ping and deletes the rows when the answer comes. Compare with the acked table's xcollect rows.")
 table("login: SCRAM-SHA-1, plaintext", "login-plain",
       [("logins_per_s", "logins/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("errors", "errors")],
       "logins_per_s", "higher",
@@ -187,12 +209,48 @@ if any(r["case"] == "pgbench" for r in rows):
           "Postgres (fsync on) as xcollect-postgres, run after the xcollect runs.\n")
     if tps:
         print(f"| | transactions/s |\n|---|---|\n| pgbench | {fmt(statistics.median(tps))} ({fmt(min(tps))}–{fmt(max(tps))}) |")
-        xp = med("reports", "xcollect-postgres", "reports_per_s")
+        xp = med("reports-acked", "xcollect-postgres", "reports_per_s")
         if xp:
-            print(f"| xcollect-postgres delivered reports/s | {fmt(xp)} |\n")
+            print(f"| xcollect-postgres delivered reports/s (acked workload) | {fmt(xp)} |\n")
             print(f"Ratio xcollect-postgres / pgbench ceiling = **{xp / statistics.median(tps):.2f}**.\n")
     else:
         print("pgbench failed (see bin/bench.log).\n")
+
+copy = [r["result"]["rows_per_s"] for r in rows if r["case"] == "copy" and r["result"] and r["result"].get("rows_per_s")]
+if any(r["case"] == "copy" for r in rows):
+    print("### Postgres COPY ceiling\n")
+    print("The same Postgres (fsync on), rows in groups as xcollect's group commit sends them: one "
+          "session, 100 transactions of one COPY of 1,000 rows (~200-byte bytea) each.\n")
+    if copy:
+        c = statistics.median(copy)
+        print(f"| | rows/s |\n|---|---|\n| COPY, 1,000 rows per transaction | {fmt(c)} ({fmt(min(copy))}–{fmt(max(copy))}) |")
+        for case in ("reports-acked", "reports-streamed"):
+            xp = med(case, PG, "reports_per_s")
+            if xp:
+                print(f"| {PG} delivered reports/s ({case}) | {fmt(xp)} |")
+        print()
+        for case in ("reports-acked", "reports-streamed"):
+            xp = med(case, PG, "reports_per_s")
+            if xp:
+                print(f"Ratio {PG} ({case}) / COPY ceiling = **{xp / c:.2f}**.\n")
+    else:
+        print("COPY failed (see bin/bench.log).\n")
+
+if any(r["case"].startswith("floor-") for r in rows):
+    print("### The durable path's floor on this file system\n")
+    print("`go test -run XXX -bench 'BenchmarkFdatasync4K|BenchmarkEnqueueSteady' -benchtime 1000x "
+          "./storage/embedded/`, servers idle: one 4 KiB pwrite + fdatasync, and the embedded store "
+          "alone at 2,000 reports/s (groups of 10 every 5 ms, claimed and deleted meanwhile), commit "
+          "latency as the committer sees it. A report acknowledged after a commit cannot have a tail "
+          "below the fdatasync tail; a bbolt commit does two.\n")
+    print("| | p50 µs | p99 µs | max µs | runs |\n|---|---|---|---|---|")
+    for case, name in [("floor-Fdatasync4K", "pwrite 4 KiB + fdatasync"),
+                       ("floor-EnqueueSteady", "embedded Enqueue at 2,000 reports/s")]:
+        if ran(case, "embedded-test"):
+            n = len(vals(case, "embedded-test", "p99_us"))
+            print(f"| {name} | {cell(case, 'embedded-test', 'p50_us')} | {cell(case, 'embedded-test', 'p99_us')} "
+                  f"| {cell(case, 'embedded-test', 'max_us')} | {n} |")
+    print()
 
 if CL in servers or any(r["case"].startswith("converge") for r in rows):
     print("## Cluster\n")
@@ -203,19 +261,23 @@ if CL in servers:
           "medians of the runs.\n")
     print(f"| case | figure | 1 node ({PG}) | 3 nodes ({CL}) | 3 nodes / 1 node |")
     print("|---|---|---|---|---|")
-    for case, name in [("reports", "reports (as fast as the window allows)"), ("reports-rate", "reports at a steady rate")]:
-        for key, label in [("reports_per_s", "delivered reports/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("lost", "lost")]:
+    for case, name in [("reports-acked", "reports, acked (as fast as the window allows)"),
+                       ("reports-streamed", "reports, streamed (as fast as the window allows)"),
+                       ("reports-rate-acked", "reports at a steady rate, acked")]:
+        for key, label in [("reports_per_s", "delivered reports/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
+                           ("server_cpu_us_per_report", "server CPU µs/report (nodes + Postgres)"), ("lost", "lost")]:
             a, b = med(case, PG, key), med(case, CL, key)
             print(f"| {name} | {label} | {fmt(a)} | {fmt(b)} | {ratio(case, key, CL, PG)} |")
     print()
-    if any(r["case"] == "reports-resume" for r in rows):
+    if any(r["case"] == "reports-acked-resume" for r in rows):
         print("### Cost of the standby copies (XEP-0198 resumption after a node died)\n")
         print("The same 3-node load with clients that ask for resumption (`loadgen -client-sm resume`, "
               "as the reporter SDK does): their session state is copied to a standby node and each "
               "`<a h/>` waits until the copy has h. Runs interleaved with the ones above.\n")
         print("| case | figure | resume off | resume on | on / off |")
         print("|---|---|---|---|---|")
-        for case, name in [("reports", "reports (as fast as the window allows)"), ("reports-rate", "reports at a steady rate")]:
+        for case, name in [("reports-acked", "reports, acked (as fast as the window allows)"),
+                           ("reports-rate-acked", "reports at a steady rate, acked")]:
             for key, label in [("reports_per_s", "delivered reports/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
                                ("ack_p50_ms", "ack p50 ms (send → <a h/>)"), ("ack_p99_ms", "ack p99 ms"), ("lost", "lost")]:
                 a, b = med(case, CL, key), med(case + "-resume", CL, key)

@@ -106,7 +106,8 @@ components:
 	var out, errb bytes.Buffer
 	err := run([]string{"-scenario", "reports", "-label", "smoke", "-c2s", c2s, "-component-addr", comp,
 		"-domain", "localhost", "-component", "collector.localhost", "-secret", "s3cret",
-		"-n", fmt.Sprint(clients), "-w", "5", "-d", "2s", "-drain", "5s"}, &out, &errb)
+		"-n", fmt.Sprint(clients), "-w", "5", "-d", "2s", "-drain", "5s",
+		"-server-pid", fmt.Sprint(srv.Process.Pid)}, &out, &errb)
 	if err != nil {
 		t.Fatalf("loadgen: %v\n%s", err, errb.String())
 	}
@@ -117,6 +118,9 @@ components:
 		ComponentSM                   bool    `json:"component_sm"`
 		ClientSM                      bool    `json:"client_sm"`
 		ClientAcked                   int64   `json:"client_acked"`
+		ServerCPU                     float64 `json:"server_cpu_us_per_report"`
+		LoadgenCPU                    float64 `json:"loadgen_cpu_us_per_report"`
+		WriteBurst                    bool    `json:"write_burst"`
 	}
 	line := strings.TrimSpace(out.String())
 	if err := json.Unmarshal([]byte(line), &res); err != nil {
@@ -134,6 +138,59 @@ components:
 	}
 	if res.ClientAcked != res.Sent {
 		t.Errorf("client acked %d of %d reports", res.ClientAcked, res.Sent)
+	}
+	if res.ServerCPU <= 0 || res.LoadgenCPU <= 0 || !res.WriteBurst {
+		t.Errorf("server CPU %v µs/report, loadgen CPU %v µs/report, write burst %v: want positive CPU figures (the server ran -server-pid) and bursts by default",
+			res.ServerCPU, res.LoadgenCPU, res.WriteBurst)
+	}
+}
+
+// Report ids of two runs never collide, and a run takes only its own ids.
+func TestRunIDsAreUniquePerRun(t *testing.T) {
+	o := options{n: 2, size: 200, compJID: "collector.localhost"}
+	a, b := newRun(o), newRun(o)
+	if a.runID == b.runID {
+		t.Fatalf("two runs share the id %q", a.runID)
+	}
+	id := func(r *reportRun, ci, seq int) string {
+		raw := string(r.report(ci, seq))
+		_, rest, _ := strings.Cut(raw, "id='")
+		v, _, _ := strings.Cut(rest, "'")
+		return v
+	}
+	ci, seq, _, ours := a.parseID(id(a, 1, 7))
+	if !ours || ci != 1 || seq != 7 {
+		t.Fatalf("own id parsed as client %d seq %d ours %v, want 1, 7, true", ci, seq, ours)
+	}
+	if _, _, _, ours := a.parseID(id(b, 1, 7)); ours {
+		t.Fatalf("run %s took run %s's id as its own", a.runID, b.runID)
+	}
+	if n := len(a.report(0, 0)); n < o.size-10 || n > o.size+40 {
+		t.Errorf("report of %d bytes for -size %d", n, o.size)
+	}
+}
+
+// processCPU reads a process's CPU time from /proc: it grows while the
+// process computes; an unknown pid is an error.
+func TestProcessCPU(t *testing.T) {
+	self := fmt.Sprint(os.Getpid())
+	before, err := processCPU(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := 0
+	for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); {
+		x++
+	}
+	after, err := processCPU(self + ",") // a trailing comma is allowed
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after <= before {
+		t.Errorf("CPU %v after 200 ms of work, %v before (x=%d)", after, before, x)
+	}
+	if _, err := processCPU("999999999"); err == nil {
+		t.Error("no error for a pid that does not exist")
 	}
 }
 

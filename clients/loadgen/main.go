@@ -61,6 +61,7 @@ type options struct {
 	drain      time.Duration
 	dialConc   int
 	rEvery     int
+	burst      bool
 }
 
 func main() {
@@ -97,12 +98,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.size, "size", 200, "approximate report stanza size in bytes")
 	fs.BoolVar(&o.startTLS, "starttls", false, "negotiate STARTTLS before SASL")
 	fs.StringVar(&o.mech, "mech", "SCRAM-SHA-1", "SASL mechanism")
-	fs.StringVar(&o.serverPIDs, "server-pid", "", "idle: comma-separated server process ids whose VmRSS is summed")
+	fs.StringVar(&o.serverPIDs, "server-pid", "", "comma-separated server process ids: idle sums their VmRSS, reports their CPU time (/proc/PID/stat) per report")
 	fs.DurationVar(&o.settle, "settle", 2*time.Second, "idle: wait before reading RSS; offline: wait for bounces before the component connects")
 	fs.IntVar(&o.perClient, "count", 10, "offline: reports per client")
 	fs.DurationVar(&o.drain, "drain", 10*time.Second, "longest wait for reports still in flight at the end")
 	fs.IntVar(&o.dialConc, "dial-concurrency", 16, "parallel logins while setting up sessions")
 	fs.IntVar(&o.rEvery, "r-every", 1, "clients with XEP-0198 send <r/> after every k-th report")
+	fs.BoolVar(&o.burst, "write-burst", true, "reports without -rate: a client writes all the reports its free window slots allow in one write (a buffered client); false: one write per report")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -45,16 +45,25 @@ type reportRun struct {
 }
 
 func newRun(o options) *reportRun {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	r := &reportRun{o: o, runID: hex.EncodeToString(b[:]),
+	r := &reportRun{o: o, runID: newRunID(),
 		sentPer: make([]atomic.Int64, o.n), ackedPer: make([]atomic.Int64, o.n), smPer: make([]bool, o.n),
 		ackTrack: make([]ackTrack, o.n)}
 	// <message to='' id='lg.xxxxxxxx.0.0.1700000000000000000' type='normal'><data xmlns='urn:xcollect:loadgen'></data></message>
-	fixed := 110 + len(o.compJID)
+	// (110 bytes with an 8-character run id)
+	fixed := 110 + len(o.compJID) + len(r.runID) - 8
 	r.pad = strings.Repeat("x", max(0, o.size-fixed))
 	r.winEnd.Store(1<<63 - 1)
 	return r
+}
+
+// newRunID returns the run's part of the report ids: the start time in
+// nanoseconds (base 36) and 4 random bytes, so that ids never repeat across
+// runs against the same server (bench runs repeat on one store, and a
+// store that dedupes must not see an old id again).
+func newRunID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return strconv.FormatInt(time.Now().UnixNano(), 36) + hex.EncodeToString(b[:])
 }
 
 // ackTrack remembers when a client sent each report (its XEP-0198 count:
@@ -138,6 +147,16 @@ func (r *reportRun) parseID(id string) (ci, seq int, ns int64, ours bool) {
 		return 0, 0, 0, false
 	}
 	return ci, seq, ns, true
+}
+
+// takeToken takes a free window slot of client ci if there is one.
+func (r *reportRun) takeToken(ci int) bool {
+	select {
+	case <-r.tokens[ci]:
+		return true
+	default:
+		return false
+	}
 }
 
 func (r *reportRun) release(ci int) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,7 @@ func runReports(o options) (map[string]any, error) {
 			r.tokens[i] <- struct{}{}
 		}
 	}
+	cpu := startCPU(o.serverPIDs)
 	start := time.Now()
 	deadline := start.Add(o.duration)
 	r.latFrom = start.Add(o.warmup).UnixNano()
@@ -73,13 +75,24 @@ func runReports(o options) (map[string]any, error) {
 				if !time.Now().Before(deadline) {
 					return
 				}
-				r.sentReport(i, time.Now().UnixNano())
-				if err := c.write(r.report(i, seq)); err != nil {
+				// A buffered client writes every report its window allows
+				// at once (one write); at a steady rate each goes alone.
+				k := 1
+				for o.rate == 0 && o.burst && k < o.window && r.takeToken(i) {
+					k++
+				}
+				var buf []byte
+				for j := range k {
+					r.sentReport(i, time.Now().UnixNano())
+					buf = append(buf, r.report(i, seq+j)...)
+				}
+				seq += k - 1
+				if err := c.write(buf); err != nil {
 					writeErrs.Add(1)
 					return
 				}
-				r.sent.Add(1)
-				r.sentPer[i].Add(1)
+				r.sent.Add(int64(k))
+				r.sentPer[i].Add(int64(k))
 			}
 		}()
 	}
@@ -90,6 +103,10 @@ func runReports(o options) (map[string]any, error) {
 	for r.received.Load()+r.bounced.Load() < r.sent.Load() && time.Now().Before(drainEnd) {
 		time.Sleep(10 * time.Millisecond)
 	}
+	// CPU per report: from the start to the end of the drain (what the
+	// reports cost), before the final acks.
+	cpuRes := map[string]any{}
+	cpu.record(cpuRes, r.received.Load())
 	acked := r.waitAcks(conns, 3*time.Second)
 	sent, recv, bounced := r.sent.Load(), r.received.Load(), r.bounced.Load()
 	r.latMu.Lock()
@@ -107,6 +124,8 @@ func runReports(o options) (map[string]any, error) {
 		"write_errors": writeErrs.Load(), "starttls": o.startTLS,
 		"errors_by_type": r.errCounts(),
 	}
+	maps.Copy(res, cpuRes)
+	res["write_burst"] = o.burst && o.rate == 0
 	if acked >= 0 {
 		res["client_acked"] = acked
 	}

@@ -6,7 +6,8 @@
 //
 // It owns the on-disk layout below and the in-process fan-out of Subscribe.
 // Every QueueStore call is one bbolt transaction; Enqueue of many items is
-// one commit (group commit).
+// one commit (group commit), and write transactions that arrive while a
+// commit runs share the next one (group.go).
 //
 //	users     user → credentials (JSON)
 //	domains   domain \x00 user → nil             (ListUsers by domain)

@@ -36,7 +36,8 @@ type Store struct {
 	path   string
 	closed atomic.Bool
 	subs   notifier
-	book   leaseBook // queue leases and claim counts (in memory)
+	book   leaseBook  // queue leases and claim counts (in memory)
+	writes writeGroup // concurrent write transactions share one commit
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -127,12 +128,14 @@ func (s *Store) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// update runs fn in a write transaction and wraps its error with op.
+// update runs fn in a write transaction, shared with the other writers of
+// the moment (group.go: fn may run more than once), and wraps its error
+// with op.
 func (s *Store) update(ctx context.Context, op string, fn func(*bolt.Tx) error) error {
 	if err := s.check(ctx); err != nil {
 		return wrap(op, err)
 	}
-	return wrap(op, s.db.Update(fn))
+	return wrap(op, s.writes.update(s.db, fn))
 }
 
 // view runs fn in a read transaction and wraps its error with op.

@@ -11,8 +11,9 @@
 // ErrNotFound, ErrLimit, ErrClosed) with errors.Is.
 //
 // Queue design in one paragraph: Enqueue writes a whole batch in one
-// transaction (2–3 round trips: Batch.BeginTx + lock counters + dedupe
-// lookup, then INSERT … unnest or COPY, counters, pg_notify, COMMIT). The
+// transaction on one pooled connection (2 round trips: BEGIN + lock
+// counters + dedupe lookup, then INSERT … unnest, counters, pg_notify and
+// COMMIT in one batch; a third for COMMIT after a COPY of 512+ rows). The
 // limit check reads one queue_counters row per component, kept exact in the
 // same transaction, so it costs the same for 10 or 10 million rows. Rows of
 // one (component, sender) form a partition; Claim leases partitions with

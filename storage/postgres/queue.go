@@ -3,6 +3,7 @@ package postgres
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"xcollect.dev/xcollect/storage"
 )
@@ -71,6 +73,19 @@ func (q queue) Enqueue(ctx context.Context, items []storage.QueueItem, limits fu
 	}
 	slices.Sort(comps)
 
+	// Two round trips on one connection, the transaction spanning both:
+	// 1 begins, locks the counters, looks up dedupe keys; 2 writes and
+	// commits (a third only for COPY). BEGIN and COMMIT are statements of
+	// the batches rather than pgx.Tx calls, which would spend a round trip
+	// on the commit alone while the counters row stays locked. A
+	// connection given back mid-transaction (any error) is closed by the
+	// pool, which rolls the transaction back.
+	conn, err := q.s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, wrap(err, "enqueue %d items: connection", len(items))
+	}
+	defer conn.Release()
+
 	// Round trip 1: begin, lock counters, look up dedupe keys.
 	var kc, ks, ki []string
 	var kw []int64
@@ -83,7 +98,7 @@ func (q queue) Enqueue(ctx context.Context, items []storage.QueueItem, limits fu
 	seen := map[dedupeKey]bool{}
 	var now time.Time
 	b := &pgx.Batch{}
-	b.BeginTx(pgx.TxOptions{})
+	b.Queue("BEGIN")
 	b.Queue(insertCountersSQL, comps)
 	b.Queue(lockCountersSQL, comps).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
@@ -116,10 +131,7 @@ func (q queue) Enqueue(ctx context.Context, items []storage.QueueItem, limits fu
 			return rows.Err()
 		})
 	}
-	br := q.s.pool.SendBatch(ctx, b)
-	tx := br.Tx()
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
-	if err := br.Close(); err != nil {
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return nil, wrap(err, "enqueue %d items", len(items))
 	}
 
@@ -154,10 +166,10 @@ func (q queue) Enqueue(ctx context.Context, items []storage.QueueItem, limits fu
 		}
 	}
 	if len(queued) == 0 {
-		return results, wrap(tx.Commit(ctx), "enqueue %d items", len(items))
+		return results, wrap(commit(ctx, conn), "enqueue %d items", len(items))
 	}
 
-	// Round trip 2: partitions, rows, dedupe keys, counters, notify.
+	// Round trip 2: partitions, rows, dedupe keys, counters, notify, commit.
 	b = &pgx.Batch{}
 	var pc, ps []string
 	var pn []int64
@@ -203,11 +215,15 @@ func (q queue) Enqueue(ctx context.Context, items []storage.QueueItem, limits fu
 		}
 	}
 	b.Queue(`SELECT pg_notify('`+notifyChannel+`', c) FROM unnest($1::text[]) AS c`, notify)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+	useCopy := len(queued) >= copyThreshold
+	if !useCopy {
+		b.Queue("COMMIT").Exec(committed)
+	}
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return nil, wrap(err, "enqueue %d items", len(items))
 	}
-	if len(queued) >= copyThreshold {
-		_, err := tx.CopyFrom(ctx, pgx.Identifier{"queue"},
+	if useCopy {
+		_, err := conn.CopyFrom(ctx, pgx.Identifier{"queue"},
 			[]string{"component", "sender", "from_jid", "stanza_id", "stanza", "enqueued"},
 			pgx.CopyFromSlice(len(queued), func(j int) ([]any, error) {
 				it := &items[queued[j]]
@@ -216,15 +232,35 @@ func (q queue) Enqueue(ctx context.Context, items []storage.QueueItem, limits fu
 		if err != nil {
 			return nil, wrap(err, "enqueue %d items: copy", len(items))
 		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, wrap(err, "enqueue %d items: commit", len(items))
+		if err := commit(ctx, conn); err != nil {
+			return nil, wrap(err, "enqueue %d items: commit", len(items))
+		}
 	}
 	for _, c := range notify {
 		q.s.listener.signal(c)
 	}
 	q.pruneDedupe(comps, lim)
 	return results, nil
+}
+
+// errNotCommitted: COMMIT answered ROLLBACK (the transaction had failed).
+var errNotCommitted = errors.New("transaction rolled back at commit")
+
+// committed checks the tag of a COMMIT statement.
+func committed(tag pgconn.CommandTag) error {
+	if tag.String() != "COMMIT" {
+		return fmt.Errorf("%w (%s)", errNotCommitted, tag)
+	}
+	return nil
+}
+
+// commit sends COMMIT on conn and checks that it committed.
+func commit(ctx context.Context, conn *pgxpool.Conn) error {
+	tag, err := conn.Exec(ctx, "COMMIT")
+	if err != nil {
+		return err
+	}
+	return committed(tag)
 }
 
 // pruneDedupe deletes dedupe rows older than the window, at most once per
