@@ -219,18 +219,32 @@ func (c *conn) negotiate() error {
 	want := hex.EncodeToString(sum[:])
 	got := strings.ToLower(strings.TrimSpace(hs.Text))
 	ip := connlimit.IP(c.nc)
+	now := time.Now()
+	// A component that many addresses failed for (a guesser rotating its
+	// source address) is in penalty as a whole: a few handshakes at a time,
+	// each waiting.
+	compDelay := c.m.compPenalty.Delay(c.jid, now)
+	if compDelay > 0 {
+		if !c.m.handshaking.Enter(c.jid, c.m.cfg.HandshakeComponentMaxConcurrent) {
+			return c.failSync(reasonPolicyViolation, wire.PolicyViolation, "too many handshakes for this component at once; retry later")
+		}
+		defer c.m.handshaking.Leave(c.jid)
+	}
 	if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
-		delay := c.m.penalty.Fail(ip, time.Now())
-		// Never the secret nor the digest.
-		c.log.Warn().Dur("delay", delay).Msg("component handshake failed: wrong secret")
+		delay := max(c.m.penalty.Fail(ip, now), c.m.compPenalty.Fail(c.jid, now))
+		// Never the secret nor the digest. A storm logs one line per
+		// component every few seconds, with the count it stands for.
+		if ok, suppressed := c.m.failLog.Allow(c.jid, now); ok {
+			c.log.Warn().Dur("delay", delay).Int("unlogged_failures", suppressed).Msg("component handshake failed: wrong secret")
+		}
 		if !c.m.sleep(delay) {
 			return c.failSync(reasonShutdown, wire.SystemShutdown, "")
 		}
 		return c.failSync(reasonNotAuthorized, wire.NotAuthorized, "handshake failed")
 	}
-	// An address in penalty waits for a right secret too, so that silence
-	// does not tell a guesser its guess was wrong.
-	if !c.m.sleep(c.m.penalty.Delay(ip, time.Now())) {
+	// An address or component in penalty waits for a right secret too, so
+	// that silence does not tell a guesser its guess was wrong.
+	if !c.m.sleep(max(c.m.penalty.Delay(ip, now), compDelay)) {
 		return c.failSync(reasonShutdown, wire.SystemShutdown, "")
 	}
 	// A second connection for a component without Multi is refused: the

@@ -65,6 +65,16 @@ type Config struct {
 	HandshakeFreeFailures int
 	// HandshakeMaxDelay bounds that delay. Default 5s.
 	HandshakeMaxDelay time.Duration
+	// HandshakeComponentFreeFailures is how many failed handshakes for one
+	// component, from any addresses, within 5 minutes are answered at once
+	// (a guesser rotating its source address). After them every handshake
+	// for that component, right or wrong, waits like an address in penalty,
+	// and at most HandshakeComponentMaxConcurrent run at once (more are
+	// refused with policy-violation: retry later). Default 20.
+	HandshakeComponentFreeFailures int
+	// HandshakeComponentMaxConcurrent: see HandshakeComponentFreeFailures.
+	// Default 4.
+	HandshakeComponentMaxConcurrent int
 	// Components are the configured components.
 	Components []Spec
 	// Logger receives the package's logs.
@@ -116,22 +126,24 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Addr:                  fmt.Sprintf(":%d", DefaultPort),
-		LeaseDuration:         30 * time.Second, // a dead node's rows move after at most this
-		ClaimBatch:            256,              // one claim transaction per 256 rows
-		MaxInFlight:           1000,             // about 4 claims of rows in flight
-		CommitMaxBatch:        1024,             // bounds one Enqueue transaction
-		Backlog:               50000,            // about 50 MB of 1 KiB reports in memory
-		ExpiryInterval:        time.Minute,
-		MaxStanzaBytes:        256 << 10, // like the c2s limit
-		NegotiationTimeout:    10 * time.Second,
-		WriteTimeout:          30 * time.Second,
-		MaxConns:              1000,
-		MaxConnsPerAddr:       50,
-		HandshakeFreeFailures: 2,
-		HandshakeMaxDelay:     5 * time.Second,
-		IdleTimeout:           5 * time.Minute,  // like the c2s default
-		PingTimeout:           30 * time.Second, // like the c2s default
+		Addr:                            fmt.Sprintf(":%d", DefaultPort),
+		LeaseDuration:                   30 * time.Second, // a dead node's rows move after at most this
+		ClaimBatch:                      256,              // one claim transaction per 256 rows
+		MaxInFlight:                     1000,             // about 4 claims of rows in flight
+		CommitMaxBatch:                  1024,             // bounds one Enqueue transaction
+		Backlog:                         50000,            // about 50 MB of 1 KiB reports in memory
+		ExpiryInterval:                  time.Minute,
+		MaxStanzaBytes:                  256 << 10, // like the c2s limit
+		NegotiationTimeout:              10 * time.Second,
+		WriteTimeout:                    30 * time.Second,
+		MaxConns:                        1000,
+		MaxConnsPerAddr:                 50,
+		HandshakeFreeFailures:           2,
+		HandshakeMaxDelay:               5 * time.Second,
+		HandshakeComponentFreeFailures:  20,
+		HandshakeComponentMaxConcurrent: 4,
+		IdleTimeout:                     5 * time.Minute,  // like the c2s default
+		PingTimeout:                     30 * time.Second, // like the c2s default
 	}
 }
 
@@ -143,6 +155,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConnsPerAddr == 0 {
 		c.MaxConnsPerAddr = d.MaxConnsPerAddr
+	}
+	if c.HandshakeComponentFreeFailures == 0 {
+		c.HandshakeComponentFreeFailures = d.HandshakeComponentFreeFailures
+	}
+	if c.HandshakeComponentMaxConcurrent == 0 {
+		c.HandshakeComponentMaxConcurrent = d.HandshakeComponentMaxConcurrent
 	}
 	if c.HandshakeFreeFailures == 0 {
 		c.HandshakeFreeFailures = d.HandshakeFreeFailures

@@ -41,9 +41,15 @@ type Manager struct {
 	names    []string         // sorted component JIDs
 	presence []string         // components with ReceivePresence
 
-	limit    *connlimit.Limiter // live connections per address and in total
-	penalty  *connlimit.Penalty // failed handshakes per address
-	refusing atomic.Int32       // connections being refused
+	limit   *connlimit.Limiter // live connections per address and in total
+	penalty *connlimit.Penalty // failed handshakes per address
+	// compPenalty counts failed handshakes per component (from any
+	// address); handshaking holds a component in penalty to a few
+	// handshakes at once; failLog thins the warn lines of a guessing storm.
+	compPenalty *connlimit.Penalty
+	handshaking connlimit.Concurrent
+	failLog     connlimit.Sampler
+	refusing    atomic.Int32 // connections being refused
 
 	ctx    context.Context // cancelled when Shutdown begins
 	cancel context.CancelFunc
@@ -86,6 +92,9 @@ func New(cfg Config, store storage.Store, router Router, node string) (*Manager,
 		limit:  connlimit.New(cfg.MaxConns, cfg.MaxConnsPerAddr),
 		penalty: &connlimit.Penalty{Free: cfg.HandshakeFreeFailures, Window: 5 * time.Minute,
 			Max: cfg.HandshakeMaxDelay, MaxEntries: 100000},
+		compPenalty: &connlimit.Penalty{Free: cfg.HandshakeComponentFreeFailures, Window: 5 * time.Minute,
+			Max: cfg.HandshakeMaxDelay},
+		failLog: connlimit.Sampler{Interval: 10 * time.Second, MaxEntries: 10000},
 	}
 	for i := range cfg.Components {
 		sp := &cfg.Components[i]
@@ -311,6 +320,8 @@ func (m *Manager) expiryLoop() {
 			return
 		case now := <-t.C:
 			m.penalty.Prune(now)
+			m.compPenalty.Prune(now)
+			m.failLog.Prune(now)
 		}
 		for _, name := range m.names {
 			sp := m.specs[name]
