@@ -322,6 +322,13 @@ func TestAuthFailureLogHasNoKeyMaterial(t *testing.T) {
 	if fails != 4 {
 		t.Fatalf("%d failure lines; want 4:\n%s", fails, out)
 	}
+	// The reason tells guessing from broken clients: every one of these is
+	// a wrong proof (the hand-made final message parses; its proof is
+	// garbage), SCRAM as well as PLAIN. Before, SCRAM's were logged as
+	// "malformed client-final message".
+	if n := strings.Count(out, `"reason":"wrong password"`); n != 4 {
+		t.Fatalf("%d failures logged as a wrong password; want 4:\n%s", n, out)
+	}
 }
 
 // Connections over the per-address or the global cap get our stream
