@@ -15,9 +15,11 @@
 // go to Router.RouteFromComponent after their 'from' is checked against the
 // component's domain), one writer goroutine, and a delivery loop that
 // leases per-sender partitions with QueueStore.Claim, writes the rows'
-// stanza bytes verbatim, and deletes them with QueueStore.Ack: when the
-// component acknowledges them with XEP-0198 <a h/> if it enabled stream
-// management, right after they were flushed to the socket otherwise. On
+// stanza bytes verbatim, and deletes them with QueueStore.Ack once the
+// component confirmed them: with XEP-0198 <a h/> if it enabled stream
+// management, otherwise by answering the XEP-0199 ping written after each
+// batch (any answer, result or error, confirms every row before it). A
+// ping or <r/> left unanswered for PingTimeout closes the stream. On
 // disconnect the connection's leases are released so that another
 // connection gets the unacknowledged rows (at-least-once, FIFO per sender).
 //

@@ -12,8 +12,13 @@
 // defined here.
 //
 // The c2s path reads as a chain of files: listener.go (accept) → c2s.go
-// (negotiation) → sasl.go → session.go (read/write loops) → router.go →
-// sm_ack.go (XEP-0198). Read first: Server, Session, Config.
+// (negotiation) → sasl.go → session.go (read/write loops) → router.go
+// (destination.go says what a 'to' points at) → sm_ack.go (XEP-0198).
+// IQs the server answers itself are one table in iq.go (iq_ping.go,
+// iq_disco.go, iq_version.go, roster.go); processors' stanzas come in
+// through component_route.go. From other nodes: stanzas and directory
+// events in peers.go, control messages (takeover, standby copies,
+// forwarding) in peer_protocol.go. Read first: Server, Session, Config.
 //
 // XEP-0198 stream management, file by file: sm_ack.go (enable, counters,
 // <a/> and <r/>), sm_resume.go and sm_detached.go (detach, <resume/> on

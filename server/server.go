@@ -29,7 +29,10 @@ type Queuer interface {
 	// Submit hands a stanza for a component to the durable queue. done is
 	// called exactly once, from any goroutine: after the commit with Queued
 	// or Duplicate, with Full when a queue limit is reached, or with a
-	// non-nil error when the item could not be made durable.
+	// non-nil error when the item could not be made durable. done may run
+	// before Submit returns, on the caller's goroutine (unknown component,
+	// full backlog, shutdown): do not call Submit holding a lock that done
+	// takes.
 	Submit(item storage.QueueItem, done func(storage.EnqueueResult, error))
 	// PresenceComponents returns the components that receive the presence
 	// changes of users of domain.

@@ -1,7 +1,8 @@
 // Command loadgen measures an XMPP server (xcollect, Prosody, ejabberd, any
-// server with SCRAM-SHA-1 and XEP-0114) from the outside. It speaks raw
-// XMPP (internal/wire for reading, mellium.im/sasl for SCRAM) and prints
-// one JSON line of results per run.
+// server with SCRAM-SHA-1 and XEP-0114) from the outside. It negotiates
+// streams with the module's one client stack (internal/xmppc), then speaks
+// raw XMPP (internal/wire for reading), and prints one JSON line of
+// results per run.
 //
 // Scenarios:
 //

@@ -12,11 +12,12 @@
 // <a h/> covers the report. xcollect sends that ack only once the report
 // is committed (fsync) to the component's durable queue (or delivered to
 // an online local recipient), so a nil return means durable. Every report
-// carries a random stanza id that stays the same across retries; unacked
-// reports wait in a bounded in-memory outbox and are re-sent after a
-// reconnect (after a resume only those the server had not received). The
-// server drops a repeat of (sender, id) within its dedupe window, so a
-// re-send never double-delivers. The outbox lives in memory: reports still
+// carries a random id, used as its stanza id and its XEP-0359
+// <origin-id/>, that stays the same across retries; unacked reports wait
+// in a bounded in-memory outbox and are re-sent after a reconnect (after a
+// resume only those the server had not received). The server drops a
+// repeat of (sender, origin-id) within the component's dedupe window, so
+// a re-send never double-delivers. The outbox lives in memory: reports still
 // in it when the process exits or Close is called are lost unless the
 // caller kept them (Flush waits until the outbox is empty).
 //

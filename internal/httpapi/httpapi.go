@@ -3,7 +3,9 @@
 // addresses of the best node for a new client or processor, JSON), and,
 // only with the admin token, GET /v1/status (this node's view of the
 // cluster, JSON) and /debug/pprof/ when enabled. It holds no state: every
-// answer comes from the functions in Deps.
+// answer comes from the functions in Deps. NewServer applies the timeouts
+// and connection cap; ServeUntil runs a server until its context ends (for
+// the HTTP port and the admin socket of internal/adminsock).
 package httpapi
 
 import (

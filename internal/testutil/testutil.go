@@ -1,7 +1,7 @@
 // Package testutil holds small helpers that tests in several packages
 // share: the one poll loop (Poll, WaitFor), free ports (FreePort,
 // FreeAddr) and SyncBuffer. It is imported by tests and by test-support
-// packages (storage/storetest, internal/pgtest) only, and imports nothing
+// packages (storage/storetest, internal/pgtest, internal/testnode) only, and imports nothing
 // from the module, so the tests of any package, even the lowest tier, may
 // use it.
 package testutil
