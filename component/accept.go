@@ -316,19 +316,7 @@ func (c *conn) failDecode(err error) error {
 }
 
 // sleep waits d; false when Shutdown began.
-func (m *Manager) sleep(d time.Duration) bool {
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-m.ctx.Done():
-		return false
-	}
-}
+func (m *Manager) sleep(d time.Duration) bool { return connlimit.Sleep(m.ctx, d) }
 
 func isTimeout(err error) bool {
 	var ne net.Error

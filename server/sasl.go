@@ -1,7 +1,6 @@
 package server
 
 import (
-	"strings"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -9,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"mellium.im/sasl"
@@ -321,20 +321,8 @@ func (c *c2sConn) authFailed(cond, reason string) error {
 	return nil
 }
 
-// sleep waits d (the address's penalty); false when the server stops.
-func (c *c2sConn) sleep(d time.Duration) bool {
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-c.srv.loops.Done(): // Shutdown began
-		return false
-	}
-}
+// sleep waits d (the address's penalty); false when Shutdown began.
+func (c *c2sConn) sleep(d time.Duration) bool { return connlimit.Sleep(c.srv.loops, d) }
 
 func (c *c2sConn) authSucceeded(local string, final []byte) error {
 	defer c.endExchange()

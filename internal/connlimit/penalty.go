@@ -1,6 +1,7 @@
 package connlimit
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -77,5 +78,21 @@ func (p *Penalty) Prune(now time.Time) {
 		if now.Sub(e.last) > p.Window {
 			delete(p.byAddr, ip)
 		}
+	}
+}
+
+// Sleep waits d, a penalty delay, unless ctx ends first; it reports whether
+// the whole delay passed.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
