@@ -22,6 +22,7 @@ import (
 	"xcollect.dev/xcollect/internal/adminsock"
 	"xcollect.dev/xcollect/internal/certs"
 	"xcollect.dev/xcollect/internal/config"
+	"xcollect.dev/xcollect/internal/metrics"
 	"xcollect.dev/xcollect/server"
 )
 
@@ -127,7 +128,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 	}
-	srv, err := server.New(scfg, store)
+	// The server and the component manager get the instrumented store: its
+	// queue and offline calls are counted for /metrics.
+	reg := metrics.New(log)
+	counted := reg.InstrumentStore(store)
+	srv, err := server.New(scfg, counted)
 	if err != nil {
 		return err
 	}
@@ -135,11 +140,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cl != nil {
 		srv.SetCluster(adapter)
 	}
-	mgr, err := component.New(ccfg, store, srv, f.Node.Name)
+	mgr, err := component.New(ccfg, counted, srv, f.Node.Name)
 	if err != nil {
 		return err
 	}
 	srv.SetQueuer(mgr)
+	watchNode(reg, store, srv, mgr, cl)
 
 	// Parts start in order and stop in reverse, also when a later one
 	// fails to start.
@@ -178,7 +184,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		go func() { defer close(loadDone); loadLoop(ctx, cl, srv, mgr) }()
 		stops = append(stops, func() { <-loadDone })
 	}
-	httpDone, err := startHTTP(ctx, f, store, srv, cl, *pprofOn, log)
+	httpDone, err := startHTTP(ctx, f, store, srv, cl, reg, *pprofOn, log)
 	if err != nil {
 		stopAll()
 		return err

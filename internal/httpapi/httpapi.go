@@ -2,7 +2,8 @@
 // GET /healthz ("ok" or "not ok", nothing else), GET /v1/connect (the
 // addresses of the best node for a new client or processor, JSON), and,
 // only with the admin token, GET /v1/status (this node's view of the
-// cluster, JSON) and /debug/pprof/ when enabled. It holds no state: every
+// cluster, JSON), GET /metrics (Prometheus; without the token when
+// Deps.PublicMetrics) and /debug/pprof/ when enabled. It holds no state: every
 // answer comes from the functions in Deps.
 package httpapi
 
@@ -46,6 +47,10 @@ type Deps struct {
 	// AdminToken unlocks /v1/status and /debug/pprof/ with
 	// "Authorization: Bearer <token>". Empty: they are not served.
 	AdminToken string
+	// Metrics, if set, is served at GET /metrics behind the admin token,
+	// or to anyone when PublicMetrics is true.
+	Metrics       http.Handler
+	PublicMetrics bool
 	// Pprof mounts net/http/pprof under /debug/pprof/ (profiling; off by
 	// default since it exposes internals), behind the admin token.
 	Pprof bool
@@ -111,6 +116,13 @@ func Handler(d Deps) http.Handler {
 		}
 		writeJSON(w, st)
 	}))
+	if d.Metrics != nil {
+		if d.PublicMetrics {
+			mux.Handle("GET /metrics", d.Metrics)
+		} else {
+			mux.HandleFunc("GET /metrics", admin(d.AdminToken, d.Metrics.ServeHTTP))
+		}
+	}
 	if d.Pprof {
 		mux.HandleFunc("/debug/pprof/", admin(d.AdminToken, pprof.Index))
 		mux.HandleFunc("/debug/pprof/cmdline", admin(d.AdminToken, pprof.Cmdline))
