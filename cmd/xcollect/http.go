@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 
 	"github.com/rs/zerolog"
 
@@ -22,7 +23,7 @@ func apiNode(n cluster.Node) httpapi.Node {
 
 // startHTTP serves the HTTP API on f.Listeners.HTTP ("" disables it) until
 // ctx ends; the returned channel closes when the server has stopped.
-func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *server.Server, cl *cluster.Cluster, reg *metrics.Metrics, pprofOn bool, log zerolog.Logger) (<-chan struct{}, error) {
+func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *server.Server, cl *cluster.Cluster, reg *metrics.Metrics, adminAPI http.Handler, pprofOn bool, log zerolog.Logger) (<-chan struct{}, error) {
 	addr := *f.Listeners.HTTP
 	if addr == "" {
 		done := make(chan struct{})
@@ -33,6 +34,7 @@ func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *ser
 		Pprof:         pprofOn,
 		Metrics:       reg.Handler(),
 		PublicMetrics: f.HTTP.PublicMetrics,
+		Admin:         adminAPI,
 		AdminToken:    f.HTTP.AdminToken,
 		Health:        store.Ping,
 		HealthFailed:  func(err error) { log.Warn().Err(err).Msg("healthz: store unreachable") },
@@ -63,7 +65,7 @@ func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *ser
 	lim.MaxConns = f.HTTP.MaxConnections
 	hs, lln := httpapi.NewServer(httpapi.Handler(d), ln, lim)
 	if f.HTTP.AdminToken == "" {
-		log.Info().Msg("http: /v1/status, /metrics and /debug/pprof/ are not served: set http.admin_token (or XCOLLECT_ADMIN_TOKEN)")
+		log.Info().Msg("http: /v1/status, /metrics, /v1/admin/ and /debug/pprof/ are not served: set http.admin_token (or XCOLLECT_ADMIN_TOKEN)")
 	}
 	log.Info().Str("listener", "http").Str("addr", ln.Addr().String()).Msg("listening")
 	return httpapi.ServeUntil(ctx, hs, lln, func(err error) { log.Error().Err(err).Msg("http server") }, nil), nil

@@ -146,6 +146,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	srv.SetQueuer(mgr)
 	watchNode(reg, store, srv, mgr, cl)
+	adminAPI := adminHandler(f, store, mgr, cl, log)
 
 	// Parts start in order and stop in reverse, also when a later one
 	// fails to start.
@@ -184,7 +185,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		go func() { defer close(loadDone); loadLoop(ctx, cl, srv, mgr) }()
 		stops = append(stops, func() { <-loadDone })
 	}
-	httpDone, err := startHTTP(ctx, f, store, srv, cl, reg, *pprofOn, log)
+	httpDone, err := startHTTP(ctx, f, store, srv, cl, reg, adminAPI, *pprofOn, log)
 	if err != nil {
 		stopAll()
 		return err
@@ -192,7 +193,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	stops = append(stops, func() { <-httpDone })
 	if f.Storage.Postgres.DSN == "" {
 		// `xcollect user …` cannot open the embedded file while we hold it.
-		sockDone, err := adminsock.Serve(ctx, filepath.Join(f.DataDir, adminsock.FileName), store.Users(), log)
+		sockDone, err := adminsock.Serve(ctx, filepath.Join(f.DataDir, adminsock.FileName), adminAPI, log)
 		if err != nil {
 			stopAll()
 			return err

@@ -3,7 +3,8 @@
 // addresses of the best node for a new client or processor, JSON), and,
 // only with the admin token, GET /v1/status (this node's view of the
 // cluster, JSON), GET /metrics (Prometheus; without the token when
-// Deps.PublicMetrics) and /debug/pprof/ when enabled. It holds no state: every
+// Deps.PublicMetrics), the admin API under /v1/admin/ (internal/adminapi)
+// and /debug/pprof/ when enabled. It holds no state: every
 // answer comes from the functions in Deps.
 package httpapi
 
@@ -51,6 +52,8 @@ type Deps struct {
 	// or to anyone when PublicMetrics is true.
 	Metrics       http.Handler
 	PublicMetrics bool
+	// Admin, if set, is served under /v1/admin/ behind the admin token.
+	Admin http.Handler
 	// Pprof mounts net/http/pprof under /debug/pprof/ (profiling; off by
 	// default since it exposes internals), behind the admin token.
 	Pprof bool
@@ -122,6 +125,9 @@ func Handler(d Deps) http.Handler {
 		} else {
 			mux.HandleFunc("GET /metrics", admin(d.AdminToken, d.Metrics.ServeHTTP))
 		}
+	}
+	if d.Admin != nil {
+		mux.HandleFunc("/v1/admin/", admin(d.AdminToken, d.Admin.ServeHTTP))
 	}
 	if d.Pprof {
 		mux.HandleFunc("/debug/pprof/", admin(d.AdminToken, pprof.Index))
