@@ -28,6 +28,14 @@ const metricsToken = "metrics-test-token-0123456789"
 // address.
 func startMetricsNode(t *testing.T, public bool) (cliNode, string) {
 	t.Helper()
+	n, httpAddr, _, _ := startHTTPNode(t, public)
+	return n, httpAddr
+}
+
+// startHTTPNode is startMetricsNode that also returns the configuration
+// file and a stop function (idempotent; cleanup calls it too).
+func startHTTPNode(t *testing.T, public bool) (cliNode, string, string, func()) {
+	t.Helper()
 	dir := t.TempDir()
 	n := cliNode{c2s: freeAddr(t), comp: freeAddr(t)}
 	httpAddr := freeAddr(t)
@@ -46,16 +54,22 @@ func startMetricsNode(t *testing.T, public bool) (cliNode, string) {
 	logs := &testutil.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- cmdServe(ctx, []string{"--config", cfg}, logs, logs) }()
-	t.Cleanup(func() {
+	var stopped bool
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		cancel()
 		select {
 		case <-done:
 		case <-time.After(30 * time.Second):
 			t.Error("serve did not stop")
 		}
-	})
+	}
+	t.Cleanup(stop)
 	waitFor(t, 30*time.Second, "node start", func() bool { return strings.Contains(logs.String(), "xcollect node started") })
-	return n, httpAddr
+	return n, httpAddr, cfg, stop
 }
 
 // getMetrics fetches /metrics with token ("" = none) and returns the
