@@ -23,7 +23,7 @@ func apiNode(n cluster.Node) httpapi.Node {
 
 // startHTTP serves the HTTP API on f.Listeners.HTTP ("" disables it) until
 // ctx ends; the returned channel closes when the server has stopped.
-func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *server.Server, cl *cluster.Cluster, reg *metrics.Metrics, adminAPI http.Handler, pprofOn bool, log zerolog.Logger) (<-chan struct{}, error) {
+func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *server.Server, cl *cluster.Cluster, reg *metrics.Metrics, adminAPI http.Handler, ui dashboardHandlers, pprofOn bool, log zerolog.Logger) (<-chan struct{}, error) {
 	addr := *f.Listeners.HTTP
 	if addr == "" {
 		done := make(chan struct{})
@@ -35,6 +35,8 @@ func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *ser
 		Metrics:       reg.Handler(),
 		PublicMetrics: f.HTTP.PublicMetrics,
 		Admin:         adminAPI,
+		UI:            ui.files,
+		UIEvents:      ui.events,
 		AdminToken:    f.HTTP.AdminToken,
 		Health:        store.Ping,
 		HealthFailed:  func(err error) { log.Warn().Err(err).Msg("healthz: store unreachable") },

@@ -22,6 +22,7 @@ import (
 	"xcollect.dev/xcollect/internal/adminsock"
 	"xcollect.dev/xcollect/internal/certs"
 	"xcollect.dev/xcollect/internal/config"
+	"xcollect.dev/xcollect/internal/dashboard"
 	"xcollect.dev/xcollect/internal/metrics"
 	"xcollect.dev/xcollect/server"
 )
@@ -62,6 +63,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	recent := dashboard.NewRecent(20) // the dashboard's recent warnings and errors
+	log = log.Hook(recent)
 	tlsCfg, err := loadTLS(f, log)
 	if err != nil {
 		return err
@@ -185,7 +188,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		go func() { defer close(loadDone); loadLoop(ctx, cl, srv, mgr) }()
 		stops = append(stops, func() { <-loadDone })
 	}
-	httpDone, err := startHTTP(ctx, f, store, srv, cl, reg, adminAPI, *pprofOn, log)
+	httpDone, err := startHTTP(ctx, f, store, srv, cl, reg, adminAPI, newDashboard(ctx, f, store, srv, mgr, cl, recent, log), *pprofOn, log)
 	if err != nil {
 		stopAll()
 		return err

@@ -3,8 +3,9 @@
 // addresses of the best node for a new client or processor, JSON), and,
 // only with the admin token, GET /v1/status (this node's view of the
 // cluster, JSON), GET /metrics (Prometheus; without the token when
-// Deps.PublicMetrics), the admin API under /v1/admin/ (internal/adminapi)
-// and /debug/pprof/ when enabled. It holds no state: every
+// Deps.PublicMetrics), the admin API under /v1/admin/ (internal/adminapi),
+// the dashboard's event stream /ui/events (its page, /ui/, holds no data
+// and is served without the token) and /debug/pprof/ when enabled. It holds no state: every
 // answer comes from the functions in Deps.
 package httpapi
 
@@ -54,6 +55,9 @@ type Deps struct {
 	PublicMetrics bool
 	// Admin, if set, is served under /v1/admin/ behind the admin token.
 	Admin http.Handler
+	// UI, if set, serves the dashboard's files at /ui/, and UIEvents its
+	// event stream at GET /ui/events behind the admin token.
+	UI, UIEvents http.Handler
 	// Pprof mounts net/http/pprof under /debug/pprof/ (profiling; off by
 	// default since it exposes internals), behind the admin token.
 	Pprof bool
@@ -128,6 +132,11 @@ func Handler(d Deps) http.Handler {
 	}
 	if d.Admin != nil {
 		mux.HandleFunc("/v1/admin/", admin(d.AdminToken, d.Admin.ServeHTTP))
+	}
+	if d.UI != nil && d.UIEvents != nil {
+		mux.Handle("GET /ui/", d.UI)
+		mux.HandleFunc("GET /ui/events", admin(d.AdminToken, d.UIEvents.ServeHTTP))
+		mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
 	}
 	if d.Pprof {
 		mux.HandleFunc("/debug/pprof/", admin(d.AdminToken, pprof.Index))
