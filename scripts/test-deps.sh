@@ -5,6 +5,7 @@
 #   Debian packages: python3-slixmpp, python3-aioxmpp, go-sendxmpp,
 #                    postgresql-15, iproute2, systemd (for systemd-analyze),
 #                    prometheus (for promtool: cmd/xcollect checks /metrics),
+#                    chromium (cmd/xcollect loads the dashboard in it),
 #                    nodejs + npm (only when `node` is missing)
 #   npm packages:    @xmpp/client, @xmpp/component in internal/interop/node
 #                    (npm ci from the committed package-lock.json)
@@ -40,6 +41,8 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # promtool checks the /metrics output (cmd/xcollect TestMetricsMoveWithTraffic).
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# headless Chromium renders the dashboard (cmd/xcollect TestDashboardInChromium).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ! command -v node >/dev/null 2>&1; then
 	missing+=(nodejs npm)
 elif ! command -v npm >/dev/null 2>&1; then

@@ -41,12 +41,15 @@ function sparkline(points) {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("class", "spark");
-  svg.setAttribute("viewBox", "0 0 " + historyPoints + " 28");
+  // The x axis spans the points kept so far (up to historyPoints), the y
+  // axis 0 … the largest depth.
+  const width = Math.max(1, points.length - 1);
+  svg.setAttribute("viewBox", "0 0 " + width + " 28");
   svg.setAttribute("preserveAspectRatio", "none");
   const max = Math.max(1, ...points);
   const line = document.createElementNS(ns, "polyline");
-  const offset = historyPoints - points.length;
-  line.setAttribute("points", points.map((v, i) => (offset + i) + "," + (27 - 26 * v / max)).join(" "));
+  line.setAttribute("vector-effect", "non-scaling-stroke");
+  line.setAttribute("points", points.map((v, i) => i + "," + (27 - 26 * v / max)).join(" "));
   svg.appendChild(line);
   return svg;
 }
