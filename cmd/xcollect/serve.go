@@ -65,10 +65,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	recent := dashboard.NewRecent(20) // the dashboard's recent warnings and errors
 	log = log.Hook(recent)
-	tlsCfg, err := loadTLS(f, log)
+	tlsCert, err := loadTLS(f, log)
 	if err != nil {
 		return err
 	}
+	tlsCfg := tlsCert.Config()
 	scfg := serverConfig(f, tlsCfg, log)
 	ccfg := componentConfig(f, tlsCfg, log)
 	if err := scfg.Validate(); err != nil {
@@ -194,6 +195,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	stops = append(stops, func() { <-httpDone })
+	hupDone := watchHangup(ctx, tlsCert, c.load, mgr.Components(), log)
+	stops = append(stops, func() { <-hupDone })
 	if f.Storage.Postgres.DSN == "" {
 		// `xcollect user …` cannot open the embedded file while we hold it.
 		sockDone, err := adminsock.Serve(ctx, filepath.Join(f.DataDir, adminsock.FileName), adminAPI, log)
@@ -221,28 +224,34 @@ func shutdown(log zerolog.Logger, fn func(context.Context) error) {
 
 // loadTLS loads the configured certificate or creates a self-signed one in
 // data_dir, saying so.
-func loadTLS(f config.File, log zerolog.Logger) (*tls.Config, error) {
+func loadTLS(f config.File, log zerolog.Logger) (*certs.Reloadable, error) {
 	if f.TLS.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(f.TLS.Cert, f.TLS.Key)
-		if err != nil {
-			return nil, fmt.Errorf("tls: load %s and %s: %w", f.TLS.Cert, f.TLS.Key, err)
-		}
-		return certs.ServerConfig(cert), nil
+		return certs.NewReloadable(func() (tls.Certificate, error) {
+			cert, err := tls.LoadX509KeyPair(f.TLS.Cert, f.TLS.Key)
+			if err != nil {
+				return cert, fmt.Errorf("tls: load %s and %s: %w", f.TLS.Cert, f.TLS.Key, err)
+			}
+			return cert, nil
+		})
 	}
 	dir := filepath.Join(f.DataDir, "tls")
-	cert, created, err := certs.LoadOrCreate(dir, f.Domains)
-	if err != nil {
-		return nil, err
-	}
-	if created {
-		log.Warn().Str("dir", dir).Strs("domains", f.Domains).Msg("no tls.cert configured: generated a self-signed certificate (clients must accept it; configure tls.cert/tls.key for production)")
-	} else {
-		log.Info().Str("dir", dir).Msg("using the self-signed certificate in the data directory")
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
-	}
-	return certs.ServerConfig(cert), nil
+	first := true
+	return certs.NewReloadable(func() (tls.Certificate, error) {
+		cert, created, err := certs.LoadOrCreate(dir, f.Domains)
+		if err != nil {
+			return cert, err
+		}
+		if first && created {
+			log.Warn().Str("dir", dir).Strs("domains", f.Domains).Msg("no tls.cert configured: generated a self-signed certificate (clients must accept it; configure tls.cert/tls.key for production)")
+		} else if first {
+			log.Info().Str("dir", dir).Msg("using the self-signed certificate in the data directory")
+		}
+		first = false
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return cert, fmt.Errorf("tls: %w", err)
+		}
+		return cert, nil
+	})
 }
 
 func serverConfig(f config.File, tlsCfg *tls.Config, log zerolog.Logger) server.Config {
