@@ -34,8 +34,12 @@ const serveHelp = `xcollect serve — run a node
   xcollect serve --check-config ...       validate the configuration, print the listeners serve opens, exit
 
   Secrets from the environment: XCOLLECT_CLUSTER_KEY, XCOLLECT_ADMIN_TOKEN
-  (unlocks /v1/status and --pprof on the HTTP port, which listens on
-  127.0.0.1:5280 unless listeners.http says otherwise), XCOLLECT_AUTH_SECRET.`
+  (unlocks /v1/status, /metrics, the admin API /v1/admin/, the dashboard's
+  data at /ui/ and --pprof on the HTTP port, which listens on
+  127.0.0.1:5280 unless listeners.http says otherwise), XCOLLECT_AUTH_SECRET.
+
+  SIGHUP reloads the TLS certificate (tls.cert/tls.key) without dropping
+  connections; a changed components list is logged but needs a restart.`
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", serveHelp, stderr)
