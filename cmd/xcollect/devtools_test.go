@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,6 +33,10 @@ func startChromium(t *testing.T, ctx context.Context, browser, url string) *devt
 	cmd := exec.CommandContext(bctx, browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
 		"--no-first-run", "--hide-scrollbars", "--user-data-dir="+profile, "--window-size=1280,860",
 		"--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "--remote-allow-origins=*", url)
+	// Its own process group: the renderer and helper processes go with it,
+	// before the profile directory is removed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	if err := cmd.Start(); err != nil {
 		cancel()
 		t.Fatalf("start chromium: %v", err)
@@ -38,6 +44,14 @@ func startChromium(t *testing.T, ctx context.Context, browser, url string) *devt
 	t.Cleanup(func() {
 		cancel()
 		_ = cmd.Wait() // killed by the context
+		pgid := cmd.Process.Pid
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+				return
+			}
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		}
+		t.Errorf("chromium's process group %d did not exit", pgid)
 	})
 	var port string
 	waitFor(t, 30*time.Second, "chromium's DevTools port", func() bool {
