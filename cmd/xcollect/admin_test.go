@@ -4,15 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"xcollect.dev/xcollect/clients/reporter"
 	"xcollect.dev/xcollect/internal/adminapi"
+	"xcollect.dev/xcollect/storage"
 )
 
 // TestAdminCommandsAgainstARunningNode: the user and queue commands work
@@ -117,5 +121,41 @@ func TestAdminCommandsAgainstARunningNode(t *testing.T) {
 	out, _, _ = runCLI(t, "", "user", "list", "--config", cfg)
 	if !strings.Contains(out, "imp2@localhost\n") || !strings.Contains(out, "fast0@localhost\n") {
 		t.Fatalf("user list on the stopped node: %q", out)
+	}
+}
+
+// TestAdminSessionsListAndKick: a logged-in device shows up in the
+// sessions list and is disconnected by a kick; kicking it again is a 404.
+func TestAdminSessionsListAndKick(t *testing.T) {
+	n, httpAddr := startMetricsNode(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := reporter.New(reporter.Config{Addr: n.c2s, JID: "dev1@localhost", Password: "pw", Resource: "kickme",
+		InsecureSkipVerify: true, MinBackoff: time.Minute, MaxBackoff: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	api := adminapi.NewHTTPClient("http://"+httpAddr, metricsToken)
+	const full = "dev1@localhost/kickme"
+	sessions, err := api.Sessions(ctx)
+	if err != nil || !slices.Contains(sessions, full) {
+		t.Fatalf("sessions = %v, %v", sessions, err)
+	}
+	if err := api.Kick(ctx, full); err != nil {
+		t.Fatalf("kick: %v", err)
+	}
+	waitFor(t, 10*time.Second, "the kicked session gone", func() bool {
+		s, err := api.Sessions(ctx)
+		return err == nil && !slices.Contains(s, full)
+	})
+	if err := api.Kick(ctx, full); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("kick of a session that is gone: %v", err)
+	}
+	if err := adminapi.NewHTTPClient("http://"+httpAddr, "").Kick(ctx, full); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("kick without the token: %v", err)
 	}
 }

@@ -9,16 +9,19 @@ import (
 	"xcollect.dev/xcollect/component"
 	"xcollect.dev/xcollect/internal/adminapi"
 	"xcollect.dev/xcollect/internal/config"
+	"xcollect.dev/xcollect/server"
 	"xcollect.dev/xcollect/storage"
 )
 
 // adminHandler is the node's admin API (HTTP port behind the token, and
 // the admin socket); cl is nil on a single node.
-func adminHandler(f config.File, store storage.Store, mgr *component.Manager, cl *cluster.Cluster, log zerolog.Logger) http.Handler {
+func adminHandler(f config.File, store storage.Store, srv *server.Server, mgr *component.Manager, cl *cluster.Cluster, log zerolog.Logger) http.Handler {
 	d := adminapi.Deps{
-		Users:   store.Users(),
-		Queue:   store.Queue(),
-		Domains: f.Domains,
+		Sessions: srv.SessionJIDs,
+		Kick:     srv.Kick,
+		Users:    store.Users(),
+		Queue:    store.Queue(),
+		Domains:  f.Domains,
 		Components: func() []adminapi.Component {
 			var out []adminapi.Component
 			for _, c := range mgr.Components() {

@@ -154,7 +154,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	srv.SetQueuer(mgr)
 	watchNode(reg, store, srv, mgr, cl)
-	adminAPI := adminHandler(f, store, mgr, cl, log)
+	adminAPI := adminHandler(f, store, srv, mgr, cl, log)
 
 	// Parts start in order and stop in reverse, also when a later one
 	// fails to start.

@@ -16,6 +16,8 @@
 //	GET    /v1/admin/queues/{component}?dead=1&limit=N rows (or dead letters)
 //	POST   /v1/admin/queues/{component}/replay         {"ids": [...]} (all dead letters when empty)
 //	POST   /v1/admin/queues/{component}/drop           {"ids": [...]} (all dead letters when empty)
+//	GET    /v1/admin/sessions?after=JID&limit=N        full JIDs bound on this node, one page
+//	DELETE /v1/admin/sessions/{jid}                    end that session (policy-violation, no resumption)
 //	GET    /v1/admin/components                        configured components and their connections here
 //	GET    /v1/admin/cluster/members                   cluster members as this node sees them
 //
@@ -59,7 +61,11 @@ type Deps struct {
 	Domains    []string // served domains: accounts outside them are refused
 	Components func() []Component
 	Members    func() []Member
-	Log        zerolog.Logger
+	// Sessions lists the full JIDs bound on this node; Kick ends one and
+	// reports whether it existed. Nil: no sessions.
+	Sessions func() []string
+	Kick     func(full string) bool
+	Log      zerolog.Logger
 }
 
 // MaxPage is the largest page of GET /v1/admin/users.
@@ -78,6 +84,8 @@ func Handler(d Deps) http.Handler {
 	mux.HandleFunc("GET /v1/admin/queues/{component}", a.queueList)
 	mux.HandleFunc("POST /v1/admin/queues/{component}/replay", a.queueReplay)
 	mux.HandleFunc("POST /v1/admin/queues/{component}/drop", a.queueDrop)
+	mux.HandleFunc("GET /v1/admin/sessions", a.listSessions)
+	mux.HandleFunc("DELETE /v1/admin/sessions/{jid}", a.kickSession)
 	mux.HandleFunc("GET /v1/admin/components", a.components)
 	mux.HandleFunc("GET /v1/admin/cluster/members", a.members)
 	return mux

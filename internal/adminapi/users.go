@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"runtime"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -78,14 +77,10 @@ func (req UserRequest) credentials() (storage.Credentials, error) {
 
 func (a *api) listUsers(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	limit := 100
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n <= 0 {
-			fail(w, badRequest("limit %q: want a positive number", s))
-			return
-		}
-		limit = min(n, MaxPage)
+	limit, err := pageLimit(q.Get("limit"))
+	if err != nil {
+		fail(w, err)
+		return
 	}
 	domains := a.d.Domains
 	if d := q.Get("domain"); d != "" {

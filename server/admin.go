@@ -1,0 +1,34 @@
+package server
+
+import (
+	"sort"
+
+	"mellium.im/xmpp/jid"
+)
+
+// SessionJIDs returns the full JIDs of the sessions bound on this node,
+// sorted (for the admin API).
+func (s *Server) SessionJIDs() []string {
+	all := s.sessions.all()
+	out := make([]string, 0, len(all))
+	for _, ses := range all {
+		out = append(out, ses.full)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Kick ends the session of full JID on this node with a policy-violation
+// stream error (no resumption) and reports whether there was one.
+func (s *Server) Kick(full string) bool {
+	j, err := jid.Parse(full)
+	if err != nil || j.Resourcepart() == "" {
+		return false
+	}
+	ses := s.sessions.get(j.Bare().String(), j.Resourcepart())
+	if ses == nil {
+		return false
+	}
+	ses.closeWithError(closePolicyViolation, "policy-violation", "disconnected by an administrator")
+	return true
+}
