@@ -32,3 +32,16 @@ func (s *Server) Kick(full string) bool {
 	ses.closeWithError(closePolicyViolation, "policy-violation", "disconnected by an administrator")
 	return true
 }
+
+// SessionsByDomain counts the sessions bound on this node by domain (for
+// the metrics: the domains are the served ones, a bounded set).
+func (s *Server) SessionsByDomain() map[string]int {
+	out := make(map[string]int, len(s.cfg.Domains))
+	for _, d := range s.cfg.Domains {
+		out[d] = 0 // every served domain has its series
+	}
+	for _, ses := range s.sessions.all() {
+		out[ses.jid.Domainpart()]++
+	}
+	return out
+}

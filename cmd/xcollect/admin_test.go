@@ -145,6 +145,9 @@ func TestAdminSessionsListAndKick(t *testing.T) {
 	if err != nil || !slices.Contains(sessions, full) {
 		t.Fatalf("sessions = %v, %v", sessions, err)
 	}
+	if m, _ := scrapeNode(t, httpAddr); m.must(t, "xcollect_domain_sessions", "domain", "localhost") != 1 {
+		t.Fatalf("xcollect_domain_sessions{domain=localhost} = %v with one device online", m.must(t, "xcollect_domain_sessions", "domain", "localhost"))
+	}
 	if err := api.Kick(ctx, full); err != nil {
 		t.Fatalf("kick: %v", err)
 	}
@@ -152,6 +155,9 @@ func TestAdminSessionsListAndKick(t *testing.T) {
 		s, err := api.Sessions(ctx)
 		return err == nil && !slices.Contains(s, full)
 	})
+	if m, _ := scrapeNode(t, httpAddr); m.must(t, "xcollect_domain_sessions", "domain", "localhost") != 0 {
+		t.Fatal("the kicked session is still counted by domain")
+	}
 	if err := api.Kick(ctx, full); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("kick of a session that is gone: %v", err)
 	}

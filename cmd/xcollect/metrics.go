@@ -24,8 +24,9 @@ func watchNode(m *metrics.Metrics, store storage.Store, srv *server.Server, mgr 
 		Queues: func(ctx context.Context) ([]storage.QueueStats, error) {
 			return store.Queue().Stats(ctx, "")
 		},
-		Components:  mgr.Components,
-		Connections: mgr.ConnectionsOf,
+		SessionsByDomain: srv.SessionsByDomain,
+		Components:       mgr.Components,
+		Connections:      mgr.ConnectionsOf,
 	}
 	if cl != nil {
 		src.Members = func() []metrics.Member {

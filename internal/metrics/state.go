@@ -15,6 +15,8 @@ import (
 type Sources struct {
 	// Server returns the server's counters.
 	Server func() ServerCounters
+	// SessionsByDomain counts this node's sessions by served domain.
+	SessionsByDomain func() map[string]int
 	// Queues returns the queue statistics of every component.
 	Queues func(ctx context.Context) ([]storage.QueueStats, error)
 	// Components returns the configured component JIDs: each gets its queue
@@ -60,6 +62,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 
 var (
 	descSessions     = desc("xcollect_sessions", "Client sessions bound on this node.")
+	descByDomain     = desc("xcollect_domain_sessions", "Client sessions bound on this node, by served domain.", "domain")
 	descStanzasIn    = desc("xcollect_stanzas_in_total", "Stanzas read from client sessions on this node.")
 	descStanzasOut   = desc("xcollect_stanzas_out_total", "Stanzas written to client sessions on this node.")
 	descAuthFailures = desc("xcollect_auth_failures_total", "Failed client authentications on this node.")
@@ -88,7 +91,7 @@ type stateCollector struct {
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descStanzasIn, descStanzasOut, descAuthFailures, descStreamErrors,
+	for _, d := range []*prometheus.Desc{descSessions, descByDomain, descStanzasIn, descStanzasOut, descAuthFailures, descStreamErrors,
 		descQueueRows, descQueueBytes, descQueueOldest, descQueueParts, descQueueLeased, descQueueDead, descConnections,
 		descMembers, descDirectory, descPoolAcquired, descPoolIdle, descPoolTotal, descPoolMax, descPoolAcquires, descPoolWait} {
 		ch <- d
@@ -109,6 +112,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descStanzasOut, float64(s.StanzasOut))
 		counter(descAuthFailures, float64(s.AuthFailures))
 		counter(descStreamErrors, float64(s.StreamErrors))
+	}
+	if c.src.SessionsByDomain != nil {
+		for domain, n := range c.src.SessionsByDomain() {
+			gauge(descByDomain, float64(n), domain)
+		}
 	}
 	c.collectQueues(gauge)
 	if c.src.Members != nil {
