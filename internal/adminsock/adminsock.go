@@ -1,11 +1,12 @@
 // Package adminsock serves a running node's admin API (internal/adminapi)
 // on a Unix socket in its data directory (mode 0600, so only the node's
-// user can connect, as with prosodyctl). The `xcollect user|queue|…`
-// commands try it first: while a node runs on this host they administer
-// it through the socket (the embedded store's file is the node's alone,
-// and a Postgres node sees its own connections and cluster), and only
-// when no node answers do they open the store themselves. No token is
-// needed on the socket: the file mode is the access check.
+// user can connect, as with prosodyctl). Nodes on the embedded store
+// serve it, since its file is the node's alone. The `xcollect user|queue`
+// commands try it first: while such a node runs on this host they
+// administer it through the socket, and only when no node answers do they
+// open the store themselves (on Postgres they always use the database,
+// which any number of processes may). No token is needed on the socket:
+// the file mode is the access check.
 package adminsock
 
 import (
