@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"xcollect.dev/xcollect/clients/reporter"
 	"xcollect.dev/xcollect/internal/adminapi"
+	"xcollect.dev/xcollect/internal/config"
 	"xcollect.dev/xcollect/storage"
 )
 
@@ -127,7 +129,7 @@ func TestAdminCommandsAgainstARunningNode(t *testing.T) {
 // TestAdminSessionsListAndKick: a logged-in device shows up in the
 // sessions list and is disconnected by a kick; kicking it again is a 404.
 func TestAdminSessionsListAndKick(t *testing.T) {
-	n, httpAddr := startMetricsNode(t, false)
+	n, httpAddr, cfg, _ := startHTTPNode(t, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	r, err := reporter.New(reporter.Config{Addr: n.c2s, JID: "dev1@localhost", Password: "pw", Resource: "kickme",
@@ -148,8 +150,13 @@ func TestAdminSessionsListAndKick(t *testing.T) {
 	if m, _ := scrapeNode(t, httpAddr); m.must(t, "xcollect_domain_sessions", "domain", "localhost") != 1 {
 		t.Fatalf("xcollect_domain_sessions{domain=localhost} = %v with one device online", m.must(t, "xcollect_domain_sessions", "domain", "localhost"))
 	}
-	if err := api.Kick(ctx, full); err != nil {
-		t.Fatalf("kick: %v", err)
+	// The command, as an operator types it: the node is reached on its
+	// admin socket.
+	if out, e, code := runCLI(t, "", "session", "list", "--config", cfg); code != 0 || !strings.Contains(out, full+"\n") {
+		t.Fatalf("session list: %d %q %q", code, out, e)
+	}
+	if out, e, code := runCLI(t, "", "session", "kick", full, "--config", cfg); code != 0 || out != "kicked: "+full+"\n" {
+		t.Fatalf("session kick: %d %q %q", code, out, e)
 	}
 	waitFor(t, 10*time.Second, "the kicked session gone", func() bool {
 		s, err := api.Sessions(ctx)
@@ -161,7 +168,42 @@ func TestAdminSessionsListAndKick(t *testing.T) {
 	if err := api.Kick(ctx, full); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("kick of a session that is gone: %v", err)
 	}
+	if _, e, code := runCLI(t, "", "session", "kick", full, "--config", cfg); code == 0 || !strings.Contains(e, "no session") {
+		t.Fatalf("session kick twice: %d %q", code, e)
+	}
+	if out, e, code := runCLI(t, "", "cluster", "members", "--config", cfg); code != 0 || !strings.Contains(out, "single node") {
+		t.Fatalf("cluster members: %d %q %q", code, out, e)
+	}
 	if err := adminapi.NewHTTPClient("http://"+httpAddr, "").Kick(ctx, full); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("kick without the token: %v", err)
+	}
+}
+
+// TestNodeClientFallsBackToHTTP: without an admin socket (a node on
+// Postgres), the session and cluster commands reach the node on its HTTP
+// port with the admin token, and say what is missing without one.
+func TestNodeClientFallsBackToHTTP(t *testing.T) {
+	_, _, cfg, _ := startHTTPNode(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f, err := config.Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.DataDir = t.TempDir() // no socket here
+	c, err := nodeClient(ctx, f, io.Discard)
+	if err != nil {
+		t.Fatalf("over HTTP: %v", err)
+	}
+	if comps, err := c.Components(ctx); err != nil || len(comps) != 1 || comps[0].JID != collector {
+		t.Fatalf("components over HTTP = %+v, %v", comps, err)
+	}
+	f.HTTP.AdminToken = "wrong-token-wrong-token"
+	if _, err := nodeClient(ctx, f, io.Discard); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("wrong token: %v", err)
+	}
+	f.HTTP.AdminToken = ""
+	if _, err := nodeClient(ctx, f, io.Discard); err == nil || !strings.Contains(err.Error(), "http.admin_token") {
+		t.Fatalf("no token: %v", err)
 	}
 }
