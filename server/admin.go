@@ -45,3 +45,36 @@ func (s *Server) SessionsByDomain() map[string]int {
 	}
 	return out
 }
+
+// loginMechanisms are the mechanisms Logins counts, in its order.
+var loginMechanisms = [...]string{mechSCRAMSHA256, mechSCRAMSHA1, mechPlain}
+
+// LoginStat is one SASL mechanism's login outcomes on this node.
+type LoginStat struct {
+	Mechanism         string
+	Succeeded, Failed int64
+}
+
+// countLogin counts one SASL exchange's outcome (other mechanisms are
+// refused before an exchange and not counted).
+func (st *Stats) countLogin(mech string, ok bool) {
+	for i, m := range loginMechanisms {
+		if m == mech {
+			j := 0
+			if ok {
+				j = 1
+			}
+			st.logins[i][j].Add(1)
+			return
+		}
+	}
+}
+
+// Logins returns the login outcomes by mechanism (for the metrics).
+func (st *Stats) Logins() []LoginStat {
+	out := make([]LoginStat, len(loginMechanisms))
+	for i, m := range loginMechanisms {
+		out[i] = LoginStat{Mechanism: m, Failed: st.logins[i][0].Load(), Succeeded: st.logins[i][1].Load()}
+	}
+	return out
+}

@@ -18,8 +18,12 @@ func watchNode(m *metrics.Metrics, store storage.Store, srv *server.Server, mgr 
 	src := metrics.Sources{
 		Server: func() metrics.ServerCounters {
 			st := srv.Stats()
-			return metrics.ServerCounters{Sessions: st.Sessions.Load(), StanzasIn: st.StanzasIn.Load(),
+			c := metrics.ServerCounters{Sessions: st.Sessions.Load(), StanzasIn: st.StanzasIn.Load(),
 				StanzasOut: st.StanzasOut.Load(), AuthFailures: st.AuthFailures.Load(), StreamErrors: st.StreamErrors.Load()}
+			for _, l := range st.Logins() {
+				c.Logins = append(c.Logins, metrics.Login{Mechanism: l.Mechanism, Succeeded: l.Succeeded, Failed: l.Failed})
+			}
+			return c
 		},
 		Queues: func(ctx context.Context) ([]storage.QueueStats, error) {
 			return store.Queue().Stats(ctx, "")

@@ -149,6 +149,30 @@ next:
 	return 0, false
 }
 
+// sum adds the values of every series of family name whose labels include
+// labels.
+func (s scrape) sum(name string, labels ...string) float64 {
+	f := s[name]
+	if f == nil {
+		return 0
+	}
+	total := 0.0
+next:
+	for _, m := range f.GetMetric() {
+		for i := 0; i+1 < len(labels); i += 2 {
+			found := false
+			for _, lp := range m.GetLabel() {
+				found = found || (lp.GetName() == labels[i] && lp.GetValue() == labels[i+1])
+			}
+			if !found {
+				continue next
+			}
+		}
+		total += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+	}
+	return total
+}
+
 func (s scrape) must(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
 	v, ok := s.value(name, labels...)
@@ -217,8 +241,20 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 			t.Fatalf("report %d: %v\n%s", i, err, errb.String())
 		}
 	}
+	// One device with a wrong password.
+	var out, errb bytes.Buffer
+	if err := cmdReport(ctx, []string{"--addr", n.c2s, "--jid", "dev1@localhost", "--password", "wrong",
+		"--to", collector, "--payload", "<x xmlns='urn:x'/>", "--insecure"}, &out, &errb); err == nil {
+		t.Fatal("a report with a wrong password was accepted")
+	}
 	time.Sleep(20 * time.Millisecond) // let the oldest row age measurably
 	queued, body := scrapeNode(t, httpAddr)
+	if ok, failed := queued.sum("xcollect_logins_total", "result", "success"), queued.sum("xcollect_logins_total", "result", "failure"); ok != reports || failed < 1 {
+		t.Fatalf("logins: %v succeeded, %v failed; want %d and at least 1", ok, failed, reports)
+	}
+	if _, ok := queued.value("xcollect_logins_total", "mechanism", "PLAIN", "result", "failure"); !ok {
+		t.Fatal("no series for PLAIN failures (every mechanism has its series)")
+	}
 	promtoolCheck(t, body)
 	if v := queued.must(t, "xcollect_queue_rows", "component", collector); v != reports {
 		t.Fatalf("queue rows after %d reports = %v", reports, v)

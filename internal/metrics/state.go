@@ -40,6 +40,13 @@ type Sources struct {
 // ServerCounters are the server's live counters.
 type ServerCounters struct {
 	Sessions, StanzasIn, StanzasOut, AuthFailures, StreamErrors int64
+	Logins                                                      []Login
+}
+
+// Login is one SASL mechanism's login outcomes.
+type Login struct {
+	Mechanism         string
+	Succeeded, Failed int64
 }
 
 // Member is one cluster member.
@@ -66,6 +73,7 @@ var (
 	descStanzasIn    = desc("xcollect_stanzas_in_total", "Stanzas read from client sessions on this node.")
 	descStanzasOut   = desc("xcollect_stanzas_out_total", "Stanzas written to client sessions on this node.")
 	descAuthFailures = desc("xcollect_auth_failures_total", "Failed client authentications on this node.")
+	descLogins       = desc("xcollect_logins_total", "SASL logins on this node by mechanism and result (success, failure).", "mechanism", "result")
 	descStreamErrors = desc("xcollect_stream_errors_total", "Client streams closed with a stream error on this node.")
 	descQueueRows    = desc("xcollect_queue_rows", "Rows waiting in a component's queue (all nodes: the queue is shared).", "component")
 	descQueueBytes   = desc("xcollect_queue_bytes", "Stanza bytes waiting in a component's queue.", "component")
@@ -91,7 +99,7 @@ type stateCollector struct {
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descByDomain, descStanzasIn, descStanzasOut, descAuthFailures, descStreamErrors,
+	for _, d := range []*prometheus.Desc{descSessions, descByDomain, descStanzasIn, descStanzasOut, descAuthFailures, descLogins, descStreamErrors,
 		descQueueRows, descQueueBytes, descQueueOldest, descQueueParts, descQueueLeased, descQueueDead, descConnections,
 		descMembers, descDirectory, descPoolAcquired, descPoolIdle, descPoolTotal, descPoolMax, descPoolAcquires, descPoolWait} {
 		ch <- d
@@ -112,6 +120,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descStanzasOut, float64(s.StanzasOut))
 		counter(descAuthFailures, float64(s.AuthFailures))
 		counter(descStreamErrors, float64(s.StreamErrors))
+		for _, l := range s.Logins {
+			counter(descLogins, float64(l.Succeeded), l.Mechanism, "success")
+			counter(descLogins, float64(l.Failed), l.Mechanism, "failure")
+		}
 	}
 	if c.src.SessionsByDomain != nil {
 		for domain, n := range c.src.SessionsByDomain() {
