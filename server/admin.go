@@ -2,6 +2,7 @@ package server
 
 import (
 	"sort"
+	"sync"
 
 	"mellium.im/xmpp/jid"
 )
@@ -75,6 +76,34 @@ func (st *Stats) Logins() []LoginStat {
 	out := make([]LoginStat, len(loginMechanisms))
 	for i, m := range loginMechanisms {
 		out[i] = LoginStat{Mechanism: m, Failed: st.logins[i][0].Load(), Succeeded: st.logins[i][1].Load()}
+	}
+	return out
+}
+
+// conditionCounts counts stream errors by condition. The conditions are
+// the RFC 6120 names the server's code passes, a bounded set.
+type conditionCounts struct {
+	mu sync.Mutex
+	n  map[string]int64
+}
+
+func (c *conditionCounts) add(cond string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = make(map[string]int64)
+	}
+	c.n[cond]++
+}
+
+// StreamErrorsByCondition returns the stream errors sent on client
+// streams by condition (for the metrics).
+func (st *Stats) StreamErrorsByCondition() map[string]int64 {
+	st.conditions.mu.Lock()
+	defer st.conditions.mu.Unlock()
+	out := make(map[string]int64, len(st.conditions.n))
+	for k, v := range st.conditions.n {
+		out[k] = v
 	}
 	return out
 }

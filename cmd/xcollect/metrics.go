@@ -19,7 +19,8 @@ func watchNode(m *metrics.Metrics, store storage.Store, srv *server.Server, mgr 
 		Server: func() metrics.ServerCounters {
 			st := srv.Stats()
 			c := metrics.ServerCounters{Sessions: st.Sessions.Load(), StanzasIn: st.StanzasIn.Load(),
-				StanzasOut: st.StanzasOut.Load(), AuthFailures: st.AuthFailures.Load(), StreamErrors: st.StreamErrors.Load()}
+				StanzasOut: st.StanzasOut.Load(), AuthFailures: st.AuthFailures.Load(), StreamErrors: st.StreamErrors.Load(),
+				StreamErrorsByCondition: st.StreamErrorsByCondition()}
 			for _, l := range st.Logins() {
 				c.Logins = append(c.Logins, metrics.Login{Mechanism: l.Mechanism, Succeeded: l.Succeeded, Failed: l.Failed})
 			}

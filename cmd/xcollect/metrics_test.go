@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -247,8 +248,24 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 		"--to", collector, "--payload", "<x xmlns='urn:x'/>", "--insecure"}, &out, &errb); err == nil {
 		t.Fatal("a report with a wrong password was accepted")
 	}
+	// A client asking for a domain the node does not serve gets a
+	// host-unknown stream error.
+	raw, err := net.DialTimeout("tcp", n.c2s, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = raw.Write([]byte("<?xml version='1.0'?><stream:stream to='elsewhere.example' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"))
+	_ = raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+	answer, _ := io.ReadAll(raw)
+	raw.Close()
+	if !strings.Contains(string(answer), "host-unknown") {
+		t.Fatalf("answer to an unserved domain: %q", answer)
+	}
 	time.Sleep(20 * time.Millisecond) // let the oldest row age measurably
 	queued, body := scrapeNode(t, httpAddr)
+	if v := queued.must(t, "xcollect_stream_errors_by_condition_total", "condition", "host-unknown"); v != 1 {
+		t.Fatalf("host-unknown stream errors = %v, want 1", v)
+	}
 	if ok, failed := queued.sum("xcollect_logins_total", "result", "success"), queued.sum("xcollect_logins_total", "result", "failure"); ok != reports || failed < 1 {
 		t.Fatalf("logins: %v succeeded, %v failed; want %d and at least 1", ok, failed, reports)
 	}

@@ -41,6 +41,7 @@ type Sources struct {
 type ServerCounters struct {
 	Sessions, StanzasIn, StanzasOut, AuthFailures, StreamErrors int64
 	Logins                                                      []Login
+	StreamErrorsByCondition                                     map[string]int64
 }
 
 // Login is one SASL mechanism's login outcomes.
@@ -75,6 +76,7 @@ var (
 	descAuthFailures = desc("xcollect_auth_failures_total", "Failed client authentications on this node.")
 	descLogins       = desc("xcollect_logins_total", "SASL logins on this node by mechanism and result (success, failure).", "mechanism", "result")
 	descStreamErrors = desc("xcollect_stream_errors_total", "Client streams closed with a stream error on this node.")
+	descConditions   = desc("xcollect_stream_errors_by_condition_total", "Client stream errors on this node by RFC 6120 condition.", "condition")
 	descQueueRows    = desc("xcollect_queue_rows", "Rows waiting in a component's queue (all nodes: the queue is shared).", "component")
 	descQueueBytes   = desc("xcollect_queue_bytes", "Stanza bytes waiting in a component's queue.", "component")
 	descQueueOldest  = desc("xcollect_queue_oldest_age_seconds", "Age of the oldest row waiting in a component's queue; 0 when empty. A processor falling behind shows here first.", "component")
@@ -99,7 +101,7 @@ type stateCollector struct {
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSessions, descByDomain, descStanzasIn, descStanzasOut, descAuthFailures, descLogins, descStreamErrors,
+	for _, d := range []*prometheus.Desc{descSessions, descByDomain, descStanzasIn, descStanzasOut, descAuthFailures, descLogins, descConditions, descStreamErrors,
 		descQueueRows, descQueueBytes, descQueueOldest, descQueueParts, descQueueLeased, descQueueDead, descConnections,
 		descMembers, descDirectory, descPoolAcquired, descPoolIdle, descPoolTotal, descPoolMax, descPoolAcquires, descPoolWait} {
 		ch <- d
@@ -120,6 +122,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descStanzasOut, float64(s.StanzasOut))
 		counter(descAuthFailures, float64(s.AuthFailures))
 		counter(descStreamErrors, float64(s.StreamErrors))
+		for cond, n := range s.StreamErrorsByCondition {
+			counter(descConditions, float64(n), cond)
+		}
 		for _, l := range s.Logins {
 			counter(descLogins, float64(l.Succeeded), l.Mechanism, "success")
 			counter(descLogins, float64(l.Failed), l.Mechanism, "failure")
