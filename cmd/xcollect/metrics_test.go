@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"xcollect.dev/xcollect/internal/pgtest"
 	"xcollect.dev/xcollect/internal/testutil"
 )
 
@@ -34,8 +35,9 @@ func startMetricsNode(t *testing.T, public bool) (cliNode, string) {
 }
 
 // startHTTPNode is startMetricsNode that also returns the configuration
-// file and a stop function (idempotent; cleanup calls it too).
-func startHTTPNode(t *testing.T, public bool) (cliNode, string, string, func()) {
+// file and a stop function (idempotent; cleanup calls it too); extra is
+// appended to the file (top-level YAML).
+func startHTTPNode(t *testing.T, public bool, extra ...string) (cliNode, string, string, func()) {
 	t.Helper()
 	dir := t.TempDir()
 	n := cliNode{c2s: freeAddr(t), comp: freeAddr(t)}
@@ -44,7 +46,7 @@ func startHTTPNode(t *testing.T, public bool) (cliNode, string, string, func()) 
 	yaml := fmt.Sprintf("node: {name: metrics}\ndomains: [localhost]\ndata_dir: %q\nlog: {level: info, format: json}\n"+
 		"listeners: {c2s: %q, c2s_tls: \"\", component: %q, http: %q}\ntls: {require: false}\n"+
 		"http: {admin_token: %q, public_metrics: %v}\n"+
-		"components:\n  - jid: collector.localhost\n    secret: sec\n", dir, n.c2s, n.comp, httpAddr, metricsToken, public)
+		"components:\n  - jid: collector.localhost\n    secret: sec\n%s", dir, n.c2s, n.comp, httpAddr, metricsToken, public, strings.Join(extra, ""))
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -359,5 +361,28 @@ func TestPublicMetrics(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("/v1/status without the token: %d, want 401", resp.StatusCode)
+	}
+}
+
+// TestMetricsOnPostgres: a node on Postgres reports its pool, and the
+// queue series come from the shared queue.
+func TestMetricsOnPostgres(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := pg.CreateDatabase(t)
+	n, httpAddr, _, _ := startHTTPNode(t, false, fmt.Sprintf("storage: {postgres: {dsn: %q}}\n", dsn))
+	before, _ := scrapeNode(t, httpAddr)
+	if v := before.must(t, "xcollect_postgres_pool_max_connections"); v < 1 {
+		t.Fatalf("pool size = %v", v)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reportOnce(t, ctx, n, "<t xmlns='urn:x'/>")
+	after, body := scrapeNode(t, httpAddr)
+	promtoolCheck(t, body)
+	if a, b := after.must(t, "xcollect_postgres_pool_acquires_total"), before.must(t, "xcollect_postgres_pool_acquires_total"); a <= b {
+		t.Fatalf("pool acquires did not move: %v → %v", b, a)
+	}
+	if v := after.must(t, "xcollect_queue_rows", "component", collector); v != 1 {
+		t.Fatalf("queue rows on Postgres = %v", v)
 	}
 }
