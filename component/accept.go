@@ -156,6 +156,10 @@ func (m *Manager) connections(component string) int {
 	return len(m.online[component])
 }
 
+// ConnectionsOf returns the number of live connections of component on
+// this node (for the metrics).
+func (m *Manager) ConnectionsOf(component string) int { return m.connections(component) }
+
 // errClosed is returned once a connection was closed with a stream error.
 var errClosed = errors.New("component: stream closed")
 

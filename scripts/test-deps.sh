@@ -4,6 +4,8 @@
 #
 #   Debian packages: python3-slixmpp, python3-aioxmpp, go-sendxmpp,
 #                    postgresql-15, iproute2, systemd (for systemd-analyze),
+#                    prometheus (for promtool: cmd/xcollect checks /metrics),
+#                    chromium (cmd/xcollect loads the dashboard in it),
 #                    nodejs + npm (only when `node` is missing)
 #   npm packages:    @xmpp/client, @xmpp/component in internal/interop/node
 #                    (npm ci from the committed package-lock.json)
@@ -37,6 +39,10 @@ command -v go-sendxmpp >/dev/null 2>&1 || missing+=(go-sendxmpp)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # systemd-analyze verifies deployments/xcollect.service (deployments tests).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# promtool checks the /metrics output (cmd/xcollect TestMetricsMoveWithTraffic).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# headless Chromium renders the dashboard (cmd/xcollect TestDashboardInChromium).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ! command -v node >/dev/null 2>&1; then
 	missing+=(nodejs npm)
 elif ! command -v npm >/dev/null 2>&1; then

@@ -54,6 +54,7 @@ func (c *c2sConn) write(b []byte) error {
 // RFC 6120 §4.9.1.1) and closes the connection.
 func (c *c2sConn) fail(cond, text string) error {
 	c.srv.stats.StreamErrors.Add(1)
+	c.srv.stats.conditions.add(cond)
 	c.log.Debug().Str("condition", cond).Str("text", text).Msg("stream error")
 	var b []byte
 	if !c.sentHeader {
@@ -137,6 +138,7 @@ func (c *c2sConn) openStream() error {
 	if c.srv.cfg.Steer != nil && c.streams == 0 { // only the first stream of a connection
 		if host, ok := c.srv.cfg.Steer(); ok {
 			c.srv.stats.StreamErrors.Add(1)
+			c.srv.stats.conditions.add(wire.SeeOtherHost)
 			b := wire.StreamHeader(wire.NSClient, c.domain, "", randomID(8))
 			b = append(b, wire.StreamError(wire.SeeOtherHost, host, "")...)
 			_ = c.write(b)

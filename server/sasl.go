@@ -300,6 +300,7 @@ func (c *c2sConn) authFailed(cond, reason string) error {
 	}
 	st.attempts++
 	c.srv.stats.AuthFailures.Add(1)
+	c.srv.stats.countLogin(st.mech, false)
 	now := time.Now()
 	account := c.bare()
 	delay := c.srv.authGuard.fail(remoteIP(c.raw), account, now)
@@ -346,6 +347,7 @@ func (c *c2sConn) authSucceeded(local string, final []byte) error {
 	c.user = local
 	c.authn = true
 	c.sentHeader = false // the stream restarts
+	c.srv.stats.countLogin(c.saslSt.mech, true)
 	c.log.Debug().Str("user", local+"@"+c.domain).Str("mechanism", c.saslSt.mech).Msg("authenticated")
 	return c.openStream()
 }

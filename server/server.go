@@ -90,6 +90,8 @@ type Stats struct {
 	StanzasOut   atomic.Int64
 	AuthFailures atomic.Int64
 	StreamErrors atomic.Int64
+	logins       [len(loginMechanisms)][2]atomic.Int64 // [mechanism][failed, succeeded]: Logins()
+	conditions   conditionCounts                       // stream errors by condition: StreamErrorsByCondition()
 }
 
 // New returns a server for cfg on store. It does not listen yet.

@@ -170,6 +170,7 @@ func (s *Session) closeWithError(reason closeReason, cond, text string) {
 	s.notify()
 	s.mu.Unlock()
 	s.srv.stats.StreamErrors.Add(1)
+	s.srv.stats.conditions.add(cond)
 	s.log.Debug().Stringer("reason", reason).Str("condition", cond).Msg("closing session")
 	if c != nil {
 		// The reader stops routing at once and its connection gets a fixed

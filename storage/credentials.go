@@ -2,6 +2,7 @@ package storage
 
 import (
 	"crypto/hmac"
+	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -29,11 +30,14 @@ func NewCredentials(password string, iterations int) (Credentials, error) {
 		if _, err := rand.Read(salt); err != nil {
 			return ScramKeys{}, fmt.Errorf("storage: salt: %w", err)
 		}
-		return ScramKeys{
-			Salt:           salt,
-			Iterations:     iterations,
-			SaltedPassword: sasl.SCRAMSaltPassword(h, []byte(password), salt, iterations),
-		}, nil
+		// SCRAM's Hi() is PBKDF2 with one hash-sized block (RFC 5802);
+		// the standard library's is about twice as fast as a generic HMAC
+		// loop, which matters for bulk imports.
+		salted, err := pbkdf2.Key(h, password, salt, iterations, h().Size())
+		if err != nil {
+			return ScramKeys{}, fmt.Errorf("storage: salt password: %w", err)
+		}
+		return ScramKeys{Salt: salt, Iterations: iterations, SaltedPassword: salted}, nil
 	}
 	var c Credentials
 	var err error

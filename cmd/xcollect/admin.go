@@ -16,7 +16,9 @@ import (
 	"github.com/rs/zerolog"
 	"mellium.im/xmpp/jid"
 
+	"xcollect.dev/xcollect/internal/adminapi"
 	"xcollect.dev/xcollect/internal/adminsock"
+	"xcollect.dev/xcollect/internal/config"
 	"xcollect.dev/xcollect/storage"
 	"xcollect.dev/xcollect/storage/postgres"
 )
@@ -27,11 +29,14 @@ const userHelp = `xcollect user — manage accounts in the configured store
   xcollect user passwd USER@DOMAIN [--password P]
   xcollect user delete USER@DOMAIN
   xcollect user list [DOMAIN]
+  xcollect user import FILE [--csv]               JSON lines {"jid":…,"password":…}, or CSV jid,password
+                                                   ("-" reads stdin); existing accounts stay as they are
 
 Passwords are stored only as SCRAM-SHA-1 and SCRAM-SHA-256 salted keys.
 While a node runs on the embedded store (one process's file), these
 commands reach it through its admin socket (data_dir/admin.sock, mode
-0600); on Postgres they use the database directly.`
+0600, the admin API of /v1/admin/); otherwise they use the store directly.
+The output is the same either way.`
 
 func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -44,7 +49,7 @@ func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	sub := args[0]
 	switch sub {
-	case "add", "passwd", "delete", "list":
+	case "add", "passwd", "delete", "list", "import":
 	default:
 		fmt.Fprintf(stderr, "xcollect user: unknown subcommand %q\n\n%s\n", sub, userHelp)
 		return errUsage
@@ -53,6 +58,7 @@ func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var c common
 	c.register(fs)
 	password := fs.String("password", "", "the password (default: read one line from stdin)")
+	csvInput := fs.Bool("csv", false, "import: the file is CSV (jid,password) instead of JSON lines")
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
@@ -61,16 +67,14 @@ func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	var users storage.UserStore
-	store, _, err := openStore(ctx, f, zerolog.Nop())
-	if err != nil {
-		// The embedded store is held by a running node: use its socket.
-		remote, derr := adminsock.Dial(filepath.Join(f.DataDir, adminsock.FileName))
-		if f.Storage.Postgres.DSN != "" || derr != nil {
-			return err
-		}
-		fmt.Fprintln(stderr, "xcollect: the node running on", f.DataDir, "holds the store: using its admin socket")
+	var remote *adminapi.Client
+	if remote, err = runningNode(ctx, f, stderr); err == nil {
 		users = remote
 	} else {
+		store, _, err := openStore(ctx, f, zerolog.Nop())
+		if err != nil {
+			return err
+		}
 		defer store.Close()
 		users = store.Users()
 	}
@@ -134,6 +138,35 @@ func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		fmt.Fprintf(stdout, "deleted: %s\n", bare)
+	case "import":
+		if fs.NArg() != 1 {
+			return fmt.Errorf("user import: give one FILE (or - for stdin)")
+		}
+		in := io.Reader(os.Stdin)
+		if fs.Arg(0) != "-" {
+			file, err := os.Open(fs.Arg(0))
+			if err != nil {
+				return fmt.Errorf("user import: %w", err)
+			}
+			defer file.Close()
+			in = file
+		}
+		var res adminapi.ImportResult
+		if remote != nil {
+			res, err = remote.ImportUsers(ctx, in, *csvInput)
+		} else {
+			res, err = adminapi.ImportUsers(ctx, users, f.Domains, in, *csvInput)
+		}
+		if err != nil {
+			return fmt.Errorf("user import: %w", err)
+		}
+		for _, e := range res.Failed {
+			fmt.Fprintf(stderr, "line %d: %s\n", e.Line, e.Error)
+		}
+		fmt.Fprintf(stdout, "imported: %d added, %d existed, %d failed\n", res.Added, res.Existed, len(res.Failed))
+		if len(res.Failed) > 0 {
+			return fmt.Errorf("user import: %d lines refused", len(res.Failed))
+		}
 	case "list":
 		domains := f.Domains
 		if fs.NArg() == 1 {
@@ -153,6 +186,23 @@ func cmdUser(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return errUsage
 	}
 	return nil
+}
+
+// runningNode returns a client of the node running on f's data directory
+// (its admin socket), or an error when none answers there: then the
+// command opens the store itself. Trying the socket first spares the
+// wait for the embedded store's file lock.
+func runningNode(ctx context.Context, f config.File, stderr io.Writer) (*adminapi.Client, error) {
+	path := filepath.Join(f.DataDir, adminsock.FileName)
+	if _, err := os.Stat(path); err != nil {
+		return nil, err
+	}
+	c, err := adminapi.DialSocket(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintln(stderr, "xcollect: using the node running on", f.DataDir, "(its admin socket)")
+	return c, nil
 }
 
 func readPassword(r io.Reader, stderr io.Writer) (string, error) {
@@ -199,12 +249,17 @@ func cmdQueue(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	store, _, err := openStore(ctx, f, zerolog.Nop())
-	if err != nil {
-		return err
+	var q adminapi.Queues
+	if remote, err := runningNode(ctx, f, stderr); err == nil {
+		q = remote
+	} else {
+		store, _, err := openStore(ctx, f, zerolog.Nop())
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		q = adminapi.StoreQueues{Q: store.Queue()}
 	}
-	defer store.Close()
-	q := store.Queue()
 	comp := fs.Arg(0)
 	needComp := func() error {
 		if comp == "" {
@@ -227,7 +282,7 @@ func cmdQueue(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer tw.Flush()
 	switch sub {
 	case "stats":
-		st, err := q.Stats(ctx, comp)
+		st, err := q.QueueStats(ctx, comp)
 		if err != nil {
 			return err
 		}
@@ -237,19 +292,19 @@ func cmdQueue(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			if !s.Oldest.IsZero() {
 				oldest = time.Since(s.Oldest).Round(time.Second).String()
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%d\n", s.Component, s.Rows, s.Bytes, s.Partitions, s.Leased, oldest, s.DeadLetters)
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%d\n", s.Component, s.Rows, s.Bytes, s.Senders, s.Leased, oldest, s.DeadLetters)
 		}
 	case "list":
 		if err := needComp(); err != nil {
 			return err
 		}
-		rows, err := q.List(ctx, comp, *dead, *limit)
+		rows, err := q.QueueList(ctx, comp, *dead, *limit)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintln(tw, "ID\tENQUEUED\tFROM\tSTANZA-ID\tBYTES\tATTEMPTS\tREASON")
 		for _, r := range rows {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%s\n", r.ID, r.Enqueued.Format(time.RFC3339), r.From, r.StanzaID, len(r.Stanza), r.Attempts, r.Reason)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%s\n", r.ID, r.Enqueued.Format(time.RFC3339), r.From, r.StanzaID, r.Bytes, r.Attempts, r.Reason)
 		}
 	case "replay", "drop":
 		if err := needComp(); err != nil {
@@ -261,9 +316,9 @@ func cmdQueue(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		var n int
 		if sub == "replay" {
-			n, err = q.Replay(ctx, comp, list)
+			n, err = q.QueueReplay(ctx, comp, list)
 		} else {
-			n, err = q.Drop(ctx, comp, list)
+			n, err = q.QueueDrop(ctx, comp, list)
 		}
 		if err != nil {
 			return err

@@ -31,6 +31,7 @@ func TestHelpExitsZero(t *testing.T) {
 		{"user", "--help"}, {"user", "add", "--help"}, {"user", "list", "-h"},
 		{"queue", "--help"}, {"queue", "-h"}, {"queue", "help"}, {"queue", "stats", "--help"},
 		{"component", "--help"}, {"component", "add", "--help"}, {"component", "remove", "--help"},
+		{"session", "--help"}, {"session", "kick", "--help"}, {"cluster", "--help"}, {"cluster", "members", "-h"},
 		{"migrate", "--help"}, {"report", "--help"}, {"process", "--help"}, {"healthcheck", "--help"},
 	} {
 		out, e, code := runCLI(t, "", args...)
@@ -46,7 +47,7 @@ func TestHelpExitsZero(t *testing.T) {
 		t.Errorf("a --help created the data directory")
 	}
 	// Real usage errors still exit 2.
-	for _, args := range [][]string{{"queue"}, {"queue", "frobnicate", "--data-dir", dir}, {"component"}, {"user", "add", "--nosuchflag"}} {
+	for _, args := range [][]string{{"queue"}, {"queue", "frobnicate", "--data-dir", dir}, {"component"}, {"user", "add", "--nosuchflag"}, {"session"}, {"cluster", "frobnicate"}} {
 		if _, _, code := runCLI(t, "", args...); code != 2 {
 			t.Errorf("xcollect %s: exit %d, want 2", strings.Join(args, " "), code)
 		}

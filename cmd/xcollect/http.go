@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 
 	"github.com/rs/zerolog"
 
 	"xcollect.dev/xcollect/cluster"
 	"xcollect.dev/xcollect/internal/config"
 	"xcollect.dev/xcollect/internal/httpapi"
+	"xcollect.dev/xcollect/internal/metrics"
 	"xcollect.dev/xcollect/server"
 	"xcollect.dev/xcollect/storage"
 )
@@ -21,7 +23,7 @@ func apiNode(n cluster.Node) httpapi.Node {
 
 // startHTTP serves the HTTP API on f.Listeners.HTTP ("" disables it) until
 // ctx ends; the returned channel closes when the server has stopped.
-func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *server.Server, cl *cluster.Cluster, pprofOn bool, log zerolog.Logger) (<-chan struct{}, error) {
+func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *server.Server, cl *cluster.Cluster, reg *metrics.Metrics, adminAPI http.Handler, ui dashboardHandlers, pprofOn bool, log zerolog.Logger) (<-chan struct{}, error) {
 	addr := *f.Listeners.HTTP
 	if addr == "" {
 		done := make(chan struct{})
@@ -29,10 +31,15 @@ func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *ser
 		return done, nil
 	}
 	d := httpapi.Deps{
-		Pprof:        pprofOn,
-		AdminToken:   f.HTTP.AdminToken,
-		Health:       store.Ping,
-		HealthFailed: func(err error) { log.Warn().Err(err).Msg("healthz: store unreachable") },
+		Pprof:         pprofOn,
+		Metrics:       reg.Handler(),
+		PublicMetrics: f.HTTP.PublicMetrics,
+		Admin:         adminAPI,
+		UI:            ui.files,
+		UIEvents:      ui.events,
+		AdminToken:    f.HTTP.AdminToken,
+		Health:        store.Ping,
+		HealthFailed:  func(err error) { log.Warn().Err(err).Msg("healthz: store unreachable") },
 		Self: func() httpapi.Node {
 			return httpapi.Node{Name: f.Node.Name, C2S: *f.Listeners.C2S, C2STLS: *f.Listeners.C2STLS,
 				Component: *f.Listeners.Component, HTTP: addr, Sessions: int(srv.Stats().Sessions.Load())}
@@ -60,7 +67,7 @@ func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *ser
 	lim.MaxConns = f.HTTP.MaxConnections
 	hs, lln := httpapi.NewServer(httpapi.Handler(d), ln, lim)
 	if f.HTTP.AdminToken == "" {
-		log.Info().Msg("http: /v1/status and /debug/pprof/ are not served: set http.admin_token (or XCOLLECT_ADMIN_TOKEN)")
+		log.Info().Msg("http: /v1/status, /metrics, /v1/admin/ and /debug/pprof/ are not served: set http.admin_token (or XCOLLECT_ADMIN_TOKEN)")
 	}
 	log.Info().Str("listener", "http").Str("addr", ln.Addr().String()).Msg("listening")
 	return httpapi.ServeUntil(ctx, hs, lln, func(err error) { log.Error().Err(err).Msg("http server") }, nil), nil

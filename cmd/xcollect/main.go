@@ -19,9 +19,11 @@ const usage = `xcollect — an XMPP server cluster for data collection
 
 Usage:
   xcollect serve   [--config FILE] [flags]   run a node (xcollect serve --help)
-  xcollect user    add|passwd|delete|list     manage accounts
+  xcollect user    add|passwd|delete|list|import  manage accounts
   xcollect queue   stats|list|replay|drop     see and manage component queues
   xcollect component add|remove|list          processors in the configuration file
+  xcollect session list|kick                  client sessions of the running node
+  xcollect cluster members                    the cluster as the running node sees it
   xcollect migrate [--config FILE]            apply the Postgres schema
   xcollect report  --to JID --payload XML     send a report, wait for its durable ack
   xcollect process --jid JID [--exec CMD]     run a processor: reports as JSON lines
@@ -55,6 +57,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdQueue(ctx, args[1:], stdout, stderr)
 	case "migrate":
 		err = cmdMigrate(ctx, args[1:], stdout, stderr)
+	case "session":
+		err = cmdSession(ctx, args[1:], stdout, stderr)
+	case "cluster":
+		err = cmdCluster(ctx, args[1:], stdout, stderr)
 	case "component":
 		err = cmdComponent(ctx, args[1:], stdout, stderr)
 	case "report":

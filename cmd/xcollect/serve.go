@@ -22,6 +22,8 @@ import (
 	"xcollect.dev/xcollect/internal/adminsock"
 	"xcollect.dev/xcollect/internal/certs"
 	"xcollect.dev/xcollect/internal/config"
+	"xcollect.dev/xcollect/internal/dashboard"
+	"xcollect.dev/xcollect/internal/metrics"
 	"xcollect.dev/xcollect/server"
 )
 
@@ -32,8 +34,12 @@ const serveHelp = `xcollect serve — run a node
   xcollect serve --check-config ...       validate the configuration, print the listeners serve opens, exit
 
   Secrets from the environment: XCOLLECT_CLUSTER_KEY, XCOLLECT_ADMIN_TOKEN
-  (unlocks /v1/status and --pprof on the HTTP port, which listens on
-  127.0.0.1:5280 unless listeners.http says otherwise), XCOLLECT_AUTH_SECRET.`
+  (unlocks /v1/status, /metrics, the admin API /v1/admin/, the dashboard's
+  data at /ui/ and --pprof on the HTTP port, which listens on
+  127.0.0.1:5280 unless listeners.http says otherwise), XCOLLECT_AUTH_SECRET.
+
+  SIGHUP reloads the TLS certificate (tls.cert/tls.key) without dropping
+  connections; a changed components list is logged but needs a restart.`
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", serveHelp, stderr)
@@ -61,10 +67,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	tlsCfg, err := loadTLS(f, log)
+	recent := dashboard.NewRecent(20) // the dashboard's recent warnings and errors
+	log = log.Hook(recent)
+	tlsCert, err := loadTLS(f, log)
 	if err != nil {
 		return err
 	}
+	tlsCfg := tlsCert.Config()
 	scfg := serverConfig(f, tlsCfg, log)
 	ccfg := componentConfig(f, tlsCfg, log)
 	if err := scfg.Validate(); err != nil {
@@ -127,7 +136,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 	}
-	srv, err := server.New(scfg, store)
+	// The server and the component manager get the instrumented store: its
+	// queue and offline calls are counted for /metrics.
+	reg := metrics.New(log)
+	counted := reg.InstrumentStore(store)
+	srv, err := server.New(scfg, counted)
 	if err != nil {
 		return err
 	}
@@ -135,11 +148,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cl != nil {
 		srv.SetCluster(adapter)
 	}
-	mgr, err := component.New(ccfg, store, srv, f.Node.Name)
+	mgr, err := component.New(ccfg, counted, srv, f.Node.Name)
 	if err != nil {
 		return err
 	}
 	srv.SetQueuer(mgr)
+	watchNode(reg, store, srv, mgr, cl)
+	adminAPI := adminHandler(f, store, srv, mgr, cl, log)
 
 	// Parts start in order and stop in reverse, also when a later one
 	// fails to start.
@@ -183,15 +198,17 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		go func() { defer close(loadDone); cl.PublishLoad(ctx, load) }()
 		stops = append(stops, func() { <-loadDone })
 	}
-	httpDone, err := startHTTP(ctx, f, store, srv, cl, *pprofOn, log)
+	httpDone, err := startHTTP(ctx, f, store, srv, cl, reg, adminAPI, newDashboard(ctx, f, store, srv, mgr, cl, recent, log), *pprofOn, log)
 	if err != nil {
 		stopAll()
 		return err
 	}
 	stops = append(stops, func() { <-httpDone })
+	hupDone := watchHangup(ctx, tlsCert, c.load, mgr.Components(), log)
+	stops = append(stops, func() { <-hupDone })
 	if f.Storage.Postgres.DSN == "" {
 		// `xcollect user …` cannot open the embedded file while we hold it.
-		sockDone, err := adminsock.Serve(ctx, filepath.Join(f.DataDir, adminsock.FileName), store.Users(), log)
+		sockDone, err := adminsock.Serve(ctx, filepath.Join(f.DataDir, adminsock.FileName), adminAPI, log)
 		if err != nil {
 			stopAll()
 			return err
@@ -216,28 +233,34 @@ func shutdown(log zerolog.Logger, fn func(context.Context) error) {
 
 // loadTLS loads the configured certificate or creates a self-signed one in
 // data_dir, saying so.
-func loadTLS(f config.File, log zerolog.Logger) (*tls.Config, error) {
+func loadTLS(f config.File, log zerolog.Logger) (*certs.Reloadable, error) {
 	if f.TLS.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(f.TLS.Cert, f.TLS.Key)
-		if err != nil {
-			return nil, fmt.Errorf("tls: load %s and %s: %w", f.TLS.Cert, f.TLS.Key, err)
-		}
-		return certs.ServerConfig(cert), nil
+		return certs.NewReloadable(func() (tls.Certificate, error) {
+			cert, err := tls.LoadX509KeyPair(f.TLS.Cert, f.TLS.Key)
+			if err != nil {
+				return cert, fmt.Errorf("tls: load %s and %s: %w", f.TLS.Cert, f.TLS.Key, err)
+			}
+			return cert, nil
+		})
 	}
 	dir := filepath.Join(f.DataDir, "tls")
-	cert, created, err := certs.LoadOrCreate(dir, f.Domains)
-	if err != nil {
-		return nil, err
-	}
-	if created {
-		log.Warn().Str("dir", dir).Strs("domains", f.Domains).Msg("no tls.cert configured: generated a self-signed certificate (clients must accept it; configure tls.cert/tls.key for production)")
-	} else {
-		log.Info().Str("dir", dir).Msg("using the self-signed certificate in the data directory")
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
-	}
-	return certs.ServerConfig(cert), nil
+	first := true
+	return certs.NewReloadable(func() (tls.Certificate, error) {
+		cert, created, err := certs.LoadOrCreate(dir, f.Domains)
+		if err != nil {
+			return cert, err
+		}
+		if first && created {
+			log.Warn().Str("dir", dir).Strs("domains", f.Domains).Msg("no tls.cert configured: generated a self-signed certificate (clients must accept it; configure tls.cert/tls.key for production)")
+		} else if first {
+			log.Info().Str("dir", dir).Msg("using the self-signed certificate in the data directory")
+		}
+		first = false
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return cert, fmt.Errorf("tls: %w", err)
+		}
+		return cert, nil
+	})
 }
 
 func serverConfig(f config.File, tlsCfg *tls.Config, log zerolog.Logger) server.Config {

@@ -3,6 +3,7 @@ package adminsock_test
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"xcollect.dev/xcollect/internal/adminapi"
 	"xcollect.dev/xcollect/internal/adminsock"
 	"xcollect.dev/xcollect/storage"
 	"xcollect.dev/xcollect/storage/embedded"
@@ -26,11 +28,16 @@ func TestUsersOverTheSocket(t *testing.T) {
 	defer cancel()
 	sctx, stop := context.WithCancel(ctx)
 	path := filepath.Join(dir, adminsock.FileName)
-	done, err := adminsock.Serve(sctx, path, store.Users(), zerolog.New(zerolog.NewTestWriter(t)))
+	api := adminapi.Handler(adminapi.Deps{Users: store.Users(), Queue: store.Queue(), Domains: []string{"example.com"},
+		Log: zerolog.New(zerolog.NewTestWriter(t))})
+	done, err := adminsock.Serve(sctx, path, api, zerolog.New(zerolog.NewTestWriter(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := adminsock.Dial(path)
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode: %v %v", fi.Mode(), err)
+	}
+	u, err := adminapi.DialSocket(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +68,7 @@ func TestUsersOverTheSocket(t *testing.T) {
 	}
 	stop()
 	<-done
-	if _, err := adminsock.Dial(path); err == nil {
+	if _, err := adminapi.DialSocket(ctx, path); err == nil {
 		t.Fatal("socket still answers after the node stopped")
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 )
 
@@ -89,4 +90,42 @@ func LoadOrCreate(dir string, hosts []string) (cert tls.Certificate, created boo
 // ServerConfig returns a TLS configuration serving cert (TLS 1.2+).
 func ServerConfig(cert tls.Certificate) *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+}
+
+// Reloadable is a server certificate that can be replaced while
+// listeners use it (SIGHUP): handshakes after Reload get the new one,
+// established connections keep theirs. Safe for concurrent use.
+type Reloadable struct {
+	load func() (tls.Certificate, error)
+	cur  atomic.Pointer[tls.Certificate]
+}
+
+// NewReloadable loads the first certificate with load, which Reload calls
+// again.
+func NewReloadable(load func() (tls.Certificate, error)) (*Reloadable, error) {
+	r := &Reloadable{load: load}
+	if err := r.Reload(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Reload loads the certificate again; on an error the current one stays.
+func (r *Reloadable) Reload() error {
+	cert, err := r.load()
+	if err != nil {
+		return err
+	}
+	r.cur.Store(&cert)
+	return nil
+}
+
+// Current returns the certificate new handshakes get.
+func (r *Reloadable) Current() *tls.Certificate { return r.cur.Load() }
+
+// Config returns a server TLS configuration (as ServerConfig) that takes
+// the current certificate at each handshake.
+func (r *Reloadable) Config() *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return r.cur.Load(), nil }}
 }

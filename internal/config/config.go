@@ -109,10 +109,14 @@ type Auth struct {
 
 // HTTP configures the HTTP listener (listeners.http).
 type HTTP struct {
-	// AdminToken unlocks /v1/status (Authorization: Bearer <token>); or
-	// XCOLLECT_ADMIN_TOKEN. Empty: /v1/status is not served.
+	// AdminToken unlocks /v1/status, /metrics, the admin API /v1/admin/
+	// and the dashboard's event stream (Authorization: Bearer <token>); or
+	// XCOLLECT_ADMIN_TOKEN. Empty: they are not served.
 	AdminToken     string `yaml:"admin_token"`
 	MaxConnections int    `yaml:"max_connections"` // open connections; default 256
+	// PublicMetrics serves /metrics without the admin token (for a
+	// scraper that cannot send one). Default false.
+	PublicMetrics bool `yaml:"public_metrics"`
 }
 
 // Offline configures offline messages (XEP-0160).

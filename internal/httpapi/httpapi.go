@@ -2,10 +2,14 @@
 // GET /healthz ("ok" or "not ok", nothing else), GET /v1/connect (the
 // addresses of the best node for a new client or processor, JSON), and,
 // only with the admin token, GET /v1/status (this node's view of the
-// cluster, JSON) and /debug/pprof/ when enabled. It holds no state: every
-// answer comes from the functions in Deps. NewServer applies the timeouts
-// and connection cap; ServeUntil runs a server until its context ends (for
-// the HTTP port and the admin socket of internal/adminsock).
+// cluster, JSON), GET /metrics (Prometheus; without the token when
+// Deps.PublicMetrics), the admin API under /v1/admin/ (internal/adminapi),
+// the dashboard's event stream /ui/events (its page, /ui/, holds no data
+// and is served without the token) and /debug/pprof/ when enabled. It
+// holds no state: every answer comes from the functions in Deps. NewServer
+// applies the timeouts and connection cap; ServeUntil runs a server until
+// its context ends (for the HTTP port and the admin socket of
+// internal/adminsock).
 package httpapi
 
 import (
@@ -48,6 +52,15 @@ type Deps struct {
 	// AdminToken unlocks /v1/status and /debug/pprof/ with
 	// "Authorization: Bearer <token>". Empty: they are not served.
 	AdminToken string
+	// Metrics, if set, is served at GET /metrics behind the admin token,
+	// or to anyone when PublicMetrics is true.
+	Metrics       http.Handler
+	PublicMetrics bool
+	// Admin, if set, is served under /v1/admin/ behind the admin token.
+	Admin http.Handler
+	// UI, if set, serves the dashboard's files at /ui/, and UIEvents its
+	// event stream at GET /ui/events behind the admin token.
+	UI, UIEvents http.Handler
 	// Pprof mounts net/http/pprof under /debug/pprof/ (profiling; off by
 	// default since it exposes internals), behind the admin token.
 	Pprof bool
@@ -113,6 +126,21 @@ func Handler(d Deps) http.Handler {
 		}
 		writeJSON(w, st)
 	}))
+	if d.Metrics != nil {
+		if d.PublicMetrics {
+			mux.Handle("GET /metrics", d.Metrics)
+		} else {
+			mux.HandleFunc("GET /metrics", admin(d.AdminToken, d.Metrics.ServeHTTP))
+		}
+	}
+	if d.Admin != nil {
+		mux.HandleFunc("/v1/admin/", admin(d.AdminToken, d.Admin.ServeHTTP))
+	}
+	if d.UI != nil && d.UIEvents != nil {
+		mux.Handle("GET /ui/", d.UI)
+		mux.HandleFunc("GET /ui/events", admin(d.AdminToken, d.UIEvents.ServeHTTP))
+		mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
+	}
 	if d.Pprof {
 		mux.HandleFunc("/debug/pprof/", admin(d.AdminToken, pprof.Index))
 		mux.HandleFunc("/debug/pprof/cmdline", admin(d.AdminToken, pprof.Cmdline))

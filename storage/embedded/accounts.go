@@ -24,7 +24,8 @@ func (u users) CreateUser(ctx context.Context, user string, cred storage.Credent
 	if err != nil {
 		return fmt.Errorf("embedded: create user %s: %w", user, err)
 	}
-	return u.s.update(ctx, "create user "+user, func(tx *bolt.Tx) error {
+	// Batched: a bulk import's concurrent creates share fsyncs.
+	return u.s.batch(ctx, "create user "+user, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bktUsers)
 		if b.Get([]byte(user)) != nil {
 			return storage.ErrExists

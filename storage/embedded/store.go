@@ -138,6 +138,16 @@ func (s *Store) update(ctx context.Context, op string, fn func(*bolt.Tx) error) 
 	return wrap(op, s.writes.update(s.db, fn))
 }
 
+// batch is update through bolt's Batch: calls from concurrent goroutines
+// share one transaction (one fsync). fn must be idempotent: it may run
+// again alone when another call of the batch failed.
+func (s *Store) batch(ctx context.Context, op string, fn func(*bolt.Tx) error) error {
+	if err := s.check(ctx); err != nil {
+		return wrap(op, err)
+	}
+	return wrap(op, s.db.Batch(fn))
+}
+
 // view runs fn in a read transaction and wraps its error with op.
 func (s *Store) view(ctx context.Context, op string, fn func(*bolt.Tx) error) error {
 	if err := s.check(ctx); err != nil {

@@ -63,6 +63,9 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// PoolStat returns the connection pool's statistics (for the metrics).
+func (s *Store) PoolStat() *pgxpool.Stat { return s.pool.Stat() }
+
 // Store is the PostgreSQL implementation of storage.Store. It is safe for
 // concurrent use. It owns a pgxpool.Pool and one goroutine that holds the
 // LISTEN connection; Close stops both.
