@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"xcollect.dev/xcollect/internal/pgtest"
+	"xcollect.dev/xcollect/internal/testnode"
 	"xcollect.dev/xcollect/internal/testutil"
 	"xcollect.dev/xcollect/internal/wire"
 	"xcollect.dev/xcollect/internal/xmpptest"
@@ -23,23 +24,9 @@ import (
 
 var binPath string // built once by TestMain; read-only afterwards
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "xcollect-clustertest")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binPath = filepath.Join(dir, "xcollect")
-	out, err := exec.Command("go", "build", "-o", binPath, "xcollect.dev/xcollect/cmd/xcollect").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testnode.Main(m, &binPath) }
 
+// freePort is a free TCP and UDP port on host (gossip needs both).
 func freePort(t *testing.T, host string) int {
 	t.Helper()
 	port, err := testutil.FreePort(host)
@@ -110,28 +97,15 @@ func startClusterOn(t *testing.T, dsn, margin string, hosts, netns []string, opt
 	}
 	for i, n := range nodes {
 		dir := t.TempDir()
-		cfg := fmt.Sprintf(`node: {name: %s}
-domains: [example.com]
-data_dir: %s
-log: {level: debug, format: json}
-listeners: {c2s: "%s", c2s_tls: "", component: "%s", http: "%s"}
-tls: {require: false}
-storage: {postgres: {dsn: "%s"}}
-components:
-  - {jid: collector.example.com, secret: s3cret, multiple_connections: true}
-cluster:
-  bind: "%s"
-  link: "%s"
-  join: ["%s"]
-  key: "%s"
-  queue_lease: %v
-%s
-%s
-`, n.name, dir, n.c2s, n.comp, n.http, dsn, n.gossip, n.link, nodes[0].gossip, key, cmp.Or(opts.lease, 30*time.Second), steering(margin, opts.minSessions), opts.extra)
 		p := filepath.Join(dir, "xcollect.yaml")
-		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		testnode.Config{
+			Name: n.name, Domain: "example.com", DataDir: dir, LogLevel: "debug",
+			C2S: n.c2s, ComponentAddr: n.comp, HTTP: n.http, PostgresDSN: dsn,
+			ComponentJID: "collector.example.com", ComponentSecret: "s3cret",
+			ComponentExtra: "    multiple_connections: true\n",
+			Extra: fmt.Sprintf("cluster:\n  bind: %q\n  link: %q\n  join: [%q]\n  key: %q\n  queue_lease: %v\n%s\n%s",
+				n.gossip, n.link, nodes[0].gossip, key, cmp.Or(opts.lease, 30*time.Second), steering(margin, opts.minSessions), opts.extra),
+		}.Write(t, p)
 		n.cmd = exec.Command(binPath, "serve", "--config", p)
 		if netns != nil {
 			n.cmd = exec.Command("ip", "netns", "exec", netns[i], binPath, "serve", "--config", p)

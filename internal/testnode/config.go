@@ -37,6 +37,9 @@ type Config struct {
 	PostgresStartupTimeout string
 	// ResumeTimeout is stream_management.resume_timeout ("" = default).
 	ResumeTimeout string
+	// Extra is appended as it is at the top level (YAML), e.g. a cluster
+	// section.
+	Extra string
 }
 
 // YAML returns the configuration file's text.
@@ -56,6 +59,9 @@ func (c Config) YAML() string {
 		}
 	}
 	fmt.Fprintf(&b, "components:\n  - jid: %s\n    secret: %s\n%s", c.ComponentJID, c.ComponentSecret, c.ComponentExtra)
+	if c.Extra != "" {
+		b.WriteString(strings.TrimSuffix(c.Extra, "\n") + "\n")
+	}
 	return b.String()
 }
 
