@@ -10,6 +10,7 @@ import (
 
 	"xcollect.dev/xcollect/component"
 	"xcollect.dev/xcollect/internal/pgtest"
+	"xcollect.dev/xcollect/internal/testnode"
 	"xcollect.dev/xcollect/internal/wire"
 	"xcollect.dev/xcollect/internal/xmpptest"
 	"xcollect.dev/xcollect/server"
@@ -67,51 +68,21 @@ func startEnv(t *testing.T, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	scfg := server.Config{Domains: []string{domain}, C2SAddr: "127.0.0.1:0", C2STLSAddr: "", RequireTLS: false, Logger: log}
-	if o.srvCfg != nil {
-		o.srvCfg(&scfg)
-	}
-	srv, err := server.New(scfg, st)
-	if err != nil {
-		t.Fatal(err)
-	}
 	specs := o.specs
 	if specs == nil {
 		specs = []component.Spec{{JID: compA, Secret: secret}}
 	}
-	cfg := component.Config{Addr: "127.0.0.1:0", Components: specs, Logger: log}
-	if o.cfg != nil {
-		o.cfg(&cfg)
-	}
-	mgr, err := component.New(cfg, st, srv, "n1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.SetQueuer(mgr)
-	if err := mgr.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, store: st, srv: srv, mgr: mgr, c2s: srv.Addr("c2s").String()}
-	if a := mgr.Addr(); a != nil { // nil when the plain listener is disabled
-		e.comp = a.String()
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("server shutdown: %v", err)
-		}
-		if err := mgr.Shutdown(ctx); err != nil {
-			t.Errorf("component shutdown: %v", err)
-		}
-		if err := st.Close(); err != nil {
-			t.Errorf("store close: %v", err)
-		}
+	n := testnode.StartInProcess(t, testnode.InProcessOptions{
+		Domains: []string{domain}, Store: st, Logger: &log, NodeName: "n1", Components: specs,
+		Server: func(c *server.Config) {
+			c.TLS = nil // plain c2s: these tests are about the queue
+			if o.srvCfg != nil {
+				o.srvCfg(c)
+			}
+		},
+		Component: o.cfg,
 	})
-	return e
+	return &env{t: t, store: n.Store, srv: n.Server, mgr: n.Components, c2s: n.C2S, comp: n.Component}
 }
 
 func (e *env) user(local string) string {

@@ -37,6 +37,11 @@ type InProcessOptions struct {
 	// NodeName is the node name the component manager uses for its
 	// partition leases; default "test".
 	NodeName string
+	// Store, when set, is used instead of an embedded store without fsync
+	// (a Postgres, a synced store); it is closed at the cleanup.
+	Store storage.Store
+	// Logger, when set, replaces the test log at info level.
+	Logger *zerolog.Logger
 }
 
 // InProcess is one xcollect node in the test's process: server and
@@ -61,17 +66,23 @@ func StartInProcess(t testing.TB, o InProcessOptions) *InProcess {
 	if len(o.Domains) == 0 {
 		o.Domains = []string{"example.com"}
 	}
-	n := &InProcess{Dir: t.TempDir()}
-	store, err := embedded.Open(filepath.Join(n.Dir, "x.db"), embedded.Options{NoSync: true})
-	if err != nil {
-		t.Fatalf("open the embedded store: %v", err)
+	n := &InProcess{Dir: t.TempDir(), Store: o.Store}
+	if n.Store == nil {
+		store, err := embedded.Open(filepath.Join(n.Dir, "x.db"), embedded.Options{NoSync: true})
+		if err != nil {
+			t.Fatalf("open the embedded store: %v", err)
+		}
+		n.Store = store
 	}
-	n.Store = store
+	store := n.Store
 	cert, _, _, err := certs.SelfSigned(o.Domains[:1])
 	if err != nil {
 		t.Fatalf("self-signed certificate: %v", err)
 	}
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	if o.Logger != nil {
+		log = *o.Logger
+	}
 	cfg := server.DefaultConfig()
 	cfg.Domains = o.Domains
 	cfg.C2SAddr = "127.0.0.1:0"
@@ -134,7 +145,9 @@ func (n *InProcess) startComponents(t testing.TB, o InProcessOptions, scfg serve
 		t.Fatalf("component manager start: %v", err)
 	}
 	n.Components = mgr
-	n.Component = mgr.Addr().String()
+	if a := mgr.Addr(); a != nil { // nil when the plain listener is off
+		n.Component = a.String()
+	}
 	if a := mgr.TLSAddr(); a != nil {
 		n.ComponentTLS = a.String()
 	}
