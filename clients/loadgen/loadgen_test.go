@@ -9,28 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"xcollect.dev/xcollect/internal/testutil"
-)
 
-// moduleRoot finds the directory of go.mod above this package.
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Dir(file)
-	for range 10 {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		dir = filepath.Dir(dir)
-	}
-	t.Fatal("go.mod not found")
-	return ""
-}
+	"xcollect.dev/xcollect/internal/testnode"
+)
 
 // TestReportsSmoke builds the xcollect binary (clients/ must not import
 // the server), runs a node on the embedded store and runs the reports
@@ -40,11 +26,9 @@ func TestReportsSmoke(t *testing.T) {
 		t.Skip("builds and runs the xcollect binary")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "xcollect")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/xcollect")
-	build.Dir = moduleRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/xcollect: %v\n%s", err, out)
+	bin, err := testnode.Build(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	c2s, comp := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	cfg := filepath.Join(dir, "xcollect.yaml")
@@ -104,7 +88,7 @@ components:
 		}
 	}
 	var out, errb bytes.Buffer
-	err := run([]string{"-scenario", "reports", "-label", "smoke", "-c2s", c2s, "-component-addr", comp,
+	err = run([]string{"-scenario", "reports", "-label", "smoke", "-c2s", c2s, "-component-addr", comp,
 		"-domain", "localhost", "-component", "collector.localhost", "-secret", "s3cret",
 		"-n", fmt.Sprint(clients), "-w", "5", "-d", "2s", "-drain", "5s",
 		"-server-pid", fmt.Sprint(srv.Process.Pid)}, &out, &errb)

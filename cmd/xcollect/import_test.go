@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"xcollect.dev/xcollect/internal/testnode"
 )
 
 // TestUserImportTenThousand: the bar, 10,000 accounts in under
@@ -22,9 +24,9 @@ func TestUserImportTenThousand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "xcollect")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "xcollect.dev/xcollect/cmd/xcollect").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := testnode.Build(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	cfg := filepath.Join(dir, "x.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("domains: [example.com]\ndata_dir: %q\n", filepath.Join(dir, "data"))), 0o600); err != nil {
