@@ -28,6 +28,11 @@
 # XEP-0198: the client waits only for its window).
 set -u
 cd "$(dirname "$0")/.."
+# Every server gets the same open-file limit: the hard one. Go raises its
+# soft limit by itself; Erlang and Lua keep the soft 1024, and ejabberd's
+# idle runs failed on it ("Failed TCP accept: too many open files" in its
+# log, seen by the client as a stream header timeout).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 ROOT=$PWD
 RUNS=${RUNS:-3}
 DUR=${DUR:-5s}
