@@ -150,11 +150,6 @@ func TestParallelGuessingFromOneAddressIsSlowed(t *testing.T) {
 	}
 }
 
-func deadline(ctx context.Context) time.Time {
-	d, _ := ctx.Deadline()
-	return d
-}
-
 // The account lock holds across source addresses, and a locked account
 // answers not-authorized with a text whether the password is right or not.
 func TestAccountLockoutAcrossAddresses(t *testing.T) {

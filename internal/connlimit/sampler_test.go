@@ -30,8 +30,9 @@ func TestSamplerThinsAStorm(t *testing.T) {
 
 func TestConcurrentCaps(t *testing.T) {
 	var c Concurrent
-	if !c.Enter("k", 2) || !c.Enter("k", 2) || c.Enter("k", 2) {
-		t.Fatal("want two admitted, the third refused")
+	first, second, third := c.Enter("k", 2), c.Enter("k", 2), c.Enter("k", 2)
+	if !first || !second || third {
+		t.Fatalf("Enter with max 2: %v %v %v; want two admitted, the third refused", first, second, third)
 	}
 	c.Leave("k")
 	if !c.Enter("k", 2) {
