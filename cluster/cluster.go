@@ -84,7 +84,7 @@ func New(cfg Config, h Handlers) (*Cluster, error) {
 	c := &Cluster{
 		cfg:         cfg,
 		h:           h,
-		log:         cfg.Logger.With().Str("node", cfg.NodeName).Logger(),
+		log:         cfg.Logger, // names the node already (one "node" key per line)
 		epoch:       now,
 		dir:         newDirectory(),
 		local:       map[string]Session{},

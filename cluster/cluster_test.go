@@ -147,7 +147,7 @@ func startNodeHook(t testing.TB, name string, mutate func(*Config), hook func(*C
 	cfg.SecretKey = testKey
 	cfg.Label = "xcollect-test"
 	cfg.Join = seeds
-	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel).With().Str("node", name).Logger()
 	if mutate != nil {
 		mutate(&cfg)
 	}

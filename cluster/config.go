@@ -106,7 +106,9 @@ type Config struct {
 	// NodeName; an empty Meta.Link is filled with the link listener's
 	// address after Start.
 	Meta NodeMeta
-	// Logger receives all cluster and memberlist logs.
+	// Logger receives all cluster and memberlist logs. The cluster adds no
+	// "node" field: give it a logger that names the node (xcollect serve
+	// does), so that each line carries the key once.
 	Logger zerolog.Logger
 
 	// repairGrace is how long a digest mismatch may wait for in-flight
