@@ -180,7 +180,9 @@ func (c *Cluster) Start(ctx context.Context) error {
 
 	if len(c.cfg.Join) > 0 || c.cfg.JoinDNS != "" {
 		if err := c.join(ctx); err != nil {
-			c.log.Warn().Err(err).Msg("no seed reachable; retrying in the background")
+			// Normal while the seeds are still starting (a cluster starts
+			// its nodes together): info now, a warning only if it lasts.
+			c.log.Info().Err(err).Msg("no seed reachable yet; retrying in the background")
 			c.spawn("join-retry", c.joinRetry)
 		}
 	}
@@ -204,8 +206,13 @@ func (c *Cluster) join(ctx context.Context) error {
 	return nil
 }
 
+// joinWarnAfter is how long the join may keep failing before it is worth
+// a warning.
+const joinWarnAfter = 30 * time.Second
+
 func (c *Cluster) joinRetry() {
 	backoff := time.Second
+	start, warned := time.Now(), false
 	for {
 		t := time.NewTimer(backoff)
 		select {
@@ -214,9 +221,14 @@ func (c *Cluster) joinRetry() {
 			return
 		case <-t.C:
 		}
-		if err := c.join(c.ctx); err == nil {
+		err := c.join(c.ctx)
+		switch {
+		case err == nil:
 			return
-		} else {
+		case !warned && time.Since(start) >= joinWarnAfter:
+			warned = true
+			c.log.Warn().Err(err).Dur("for", time.Since(start).Round(time.Second)).Msg("still no seed reachable; retrying in the background")
+		default:
 			c.log.Debug().Err(err).Dur("backoff", backoff).Msg("join retry failed")
 		}
 		backoff = min(backoff*2, 30*time.Second)
