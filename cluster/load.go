@@ -70,6 +70,16 @@ func (c *Cluster) Nodes() []Node {
 	return out
 }
 
+// Self returns this node as Nodes lists it: the metadata and load it
+// publishes to the others.
+func (c *Cluster) Self() Node {
+	c.loadMu.Lock()
+	defer c.loadMu.Unlock()
+	n := Node{NodeMeta: c.meta, Load: c.load, Alive: true}
+	n.Name = c.cfg.NodeName
+	return n
+}
+
 func leastLoaded(nodes []Node, skip string) (Node, bool) {
 	var best Node
 	found := false

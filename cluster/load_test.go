@@ -51,3 +51,23 @@ func TestPublishLoad(t *testing.T) {
 		t.Fatal("cpuTime of a running process is not positive")
 	}
 }
+
+// TestSelfAgreesWithNodes: /v1/status shows Self next to Nodes; the same
+// node must not show two loads (it showed score 0 as self).
+func TestSelfAgreesWithNodes(t *testing.T) {
+	a := startNode(t, "node-a", nil)
+	a.SetLoad(Load{Sessions: 40, Components: 1, StanzaRate: 12, CPU: 0.3})
+	self := a.Self()
+	if self.Name != "node-a" || self.Load.Score() == 0 {
+		t.Fatalf("Self = %+v (score %v)", self, self.Load.Score())
+	}
+	for _, n := range a.Nodes() {
+		if n.Name == "node-a" {
+			if n.NodeMeta != self.NodeMeta || n.Load != self.Load {
+				t.Fatalf("Nodes lists %+v, Self says %+v", n, self)
+			}
+			return
+		}
+	}
+	t.Fatalf("node-a not in its own Nodes: %+v", a.Nodes())
+}

@@ -46,6 +46,9 @@ func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *ser
 		},
 	}
 	if cl != nil {
+		// /v1/status shows this node as the other nodes see it, so that
+		// self and its entry under members agree.
+		d.Self = func() httpapi.Node { return apiNode(cl.Self()) }
 		d.Nodes = func() []httpapi.Node {
 			var out []httpapi.Node
 			for _, n := range cl.Nodes() {
