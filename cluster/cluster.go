@@ -22,7 +22,9 @@ type Cluster struct {
 	log   zerolog.Logger
 	epoch int64 // start time, Unix nanoseconds
 	dir   *directory
-	clock atomic.Uint64 // hybrid logical clock for versions
+	// joined: a join reached a seed (or there are no seeds to join).
+	joined atomic.Bool
+	clock  atomic.Uint64 // hybrid logical clock for versions
 
 	localMu   sync.Mutex // lock order: localMu, then mu, then link.mu
 	local     map[string]Session
@@ -202,6 +204,7 @@ func (c *Cluster) join(ctx context.Context) error {
 	if n == 0 {
 		return fmt.Errorf("cluster: join %v: %w", seeds, errors.Join(err, jerr))
 	}
+	c.joined.Store(true)
 	c.log.Info().Int("contacted", n).Msg("joined cluster")
 	return nil
 }
@@ -209,6 +212,12 @@ func (c *Cluster) join(ctx context.Context) error {
 // joinWarnAfter is how long the join may keep failing before it is worth
 // a warning.
 const joinWarnAfter = 30 * time.Second
+
+// Joined reports whether this node has joined its cluster: a join reached
+// a seed, or it has no seeds (it is the first node). Readiness waits for it.
+func (c *Cluster) Joined() bool {
+	return c.joined.Load() || (len(c.cfg.Join) == 0 && c.cfg.JoinDNS == "")
+}
 
 func (c *Cluster) joinRetry() {
 	backoff := time.Second

@@ -71,3 +71,21 @@ func TestSelfAgreesWithNodes(t *testing.T) {
 	}
 	t.Fatalf("node-a not in its own Nodes: %+v", a.Nodes())
 }
+
+// TestJoined: a node without seeds is joined (the first node); one whose
+// seed does not answer is not, until a join reaches it.
+func TestJoined(t *testing.T) {
+	first := startNode(t, "node-a", nil)
+	if !first.Joined() {
+		t.Fatal("a node without seeds is not joined")
+	}
+	// A seed nobody listens on.
+	lonely := startNode(t, "node-b", nil, "127.0.0.1:1")
+	if lonely.Joined() {
+		t.Fatal("a node whose only seed is unreachable counts as joined")
+	}
+	second := startNode(t, "node-c", nil, first.gossipAddr())
+	if !second.Joined() {
+		t.Fatal("a node that reached its seed is not joined")
+	}
+}

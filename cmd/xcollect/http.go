@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -49,6 +50,12 @@ func startHTTP(ctx context.Context, f config.File, store storage.Store, srv *ser
 		// /v1/status shows this node as the other nodes see it, so that
 		// self and its entry under members agree.
 		d.Self = func() httpapi.Node { return apiNode(cl.Self()) }
+		d.Ready = func() error {
+			if !cl.Joined() {
+				return errors.New("cluster not joined yet: no seed reached")
+			}
+			return nil
+		}
 		d.Nodes = func() []httpapi.Node {
 			var out []httpapi.Node
 			for _, n := range cl.Nodes() {

@@ -1,5 +1,6 @@
 // Package httpapi serves a node's HTTP port (127.0.0.1:5280 by default):
-// GET /healthz ("ok" or "not ok", nothing else), GET /v1/connect (the
+// GET /healthz ("ok" or "not ok", nothing else), GET /readyz (the store
+// and, on a cluster, having joined it: "ready" or "not ready"), GET /v1/connect (the
 // addresses of the best node for a new client or processor, JSON), and,
 // only with the admin token, GET /v1/status (this node's view of the
 // cluster, JSON), GET /metrics (Prometheus; without the token when
@@ -49,6 +50,9 @@ type Deps struct {
 	// HealthFailed, if set, gets the error behind a "not ok" (for the log;
 	// the answer does not show it).
 	HealthFailed func(error)
+	// Ready, if set, is asked by /readyz after Health: nil when the node
+	// may take clients (on a cluster: it has joined).
+	Ready func() error
 	// AdminToken unlocks /v1/status and /debug/pprof/ with
 	// "Authorization: Bearer <token>". Empty: they are not served.
 	AdminToken string
@@ -102,6 +106,24 @@ func Handler(d Deps) http.Handler {
 			return
 		}
 		_, _ = w.Write([]byte("ok\n")) // a failed write means the client left
+	})
+	// /readyz: the store answers and the node is part of its cluster
+	// (a Kubernetes readiness probe; /healthz is the store alone).
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		err := d.Health(ctx)
+		if err == nil && d.Ready != nil {
+			err = d.Ready()
+		}
+		if err != nil {
+			if d.HealthFailed != nil {
+				d.HealthFailed(err)
+			}
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n")) // a failed write means the client left
 	})
 	mux.HandleFunc("GET /v1/connect", func(w http.ResponseWriter, r *http.Request) {
 		n := d.Self()

@@ -231,3 +231,36 @@ func TestConnectionCap(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// /readyz is ready only when the store answers and the node is part of
+// its cluster; it says nothing more.
+func TestReadyz(t *testing.T) {
+	var storeErr, clusterErr error
+	d := Deps{
+		Self:   func() Node { return Node{Name: "n1"} },
+		Health: func(context.Context) error { return storeErr },
+		Ready:  func() error { return clusterErr },
+	}
+	srv := httptest.NewServer(Handler(d))
+	defer srv.Close()
+	get := func() (int, string) {
+		resp, err := http.Get(srv.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(body))
+	}
+	if code, body := get(); code != 200 || body != "ready" {
+		t.Fatalf("healthy, joined: %d %q", code, body)
+	}
+	clusterErr = errors.New("cluster not joined yet")
+	if code, body := get(); code != 503 || body != "not ready" {
+		t.Fatalf("not joined: %d %q", code, body)
+	}
+	clusterErr, storeErr = nil, errors.New("connection refused")
+	if code, body := get(); code != 503 || body != "not ready" {
+		t.Fatalf("store down: %d %q", code, body)
+	}
+}
