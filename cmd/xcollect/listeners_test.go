@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,5 +80,24 @@ func TestCheckConfigValidatesCluster(t *testing.T) {
 	}
 	if out, e, code := runCLI(t, "", "serve", "--check-config", "--config", cfg); code == 0 || !strings.Contains(e, "secret key is 3 bytes") {
 		t.Fatalf("check-config with a 3-byte cluster key: %d %q %q; want the error serve gives", code, out, e)
+	}
+}
+
+// TestCheckConfigWritesNothing: --check-config validates and leaves the
+// data directory as it was (it used to generate the self-signed
+// certificate there).
+func TestCheckConfigWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	cfg := filepath.Join(dir, "x.yaml")
+	if err := os.WriteFile(cfg, []byte("domains: [example.com]\ndata_dir: "+data+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := runCLI(t, "", "serve", "--check-config", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "configuration ok") {
+		t.Fatalf("check-config: exit %d, %q %q", code, out, stderr)
+	}
+	if _, err := os.Stat(data); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("check-config created %s (%v)", data, err)
 	}
 }

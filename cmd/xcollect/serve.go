@@ -69,7 +69,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	recent := dashboard.NewRecent(20) // the dashboard's recent warnings and errors
 	log = log.Hook(recent)
-	tlsCert, err := loadTLS(f, log)
+	tlsCert, err := loadTLS(f, log, *check)
 	if err != nil {
 		return err
 	}
@@ -91,10 +91,6 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *check {
 		// The cluster part too, as serve would build it.
 		if f.Cluster.Enabled() {
-			clcfg, err := clusterConfig(f, log)
-			if err != nil {
-				return err
-			}
 			if err := clcfg.Validate(); err != nil {
 				return err
 			}
@@ -233,7 +229,18 @@ func shutdown(log zerolog.Logger, fn func(context.Context) error) {
 
 // loadTLS loads the configured certificate or creates a self-signed one in
 // data_dir, saying so.
-func loadTLS(f config.File, log zerolog.Logger) (*certs.Reloadable, error) {
+// loadTLS loads tls.cert/tls.key, or the self-signed certificate in
+// data_dir/tls (created on first use). With checkOnly nothing is written:
+// --check-config loads a configured certificate to validate it, and
+// otherwise uses a throw-away one in memory.
+func loadTLS(f config.File, log zerolog.Logger, checkOnly bool) (*certs.Reloadable, error) {
+	if checkOnly && f.TLS.Cert == "" {
+		cert, _, _, err := certs.SelfSigned(f.Domains)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		return certs.NewReloadable(func() (tls.Certificate, error) { return cert, nil })
+	}
 	if f.TLS.Cert != "" {
 		return certs.NewReloadable(func() (tls.Certificate, error) {
 			cert, err := tls.LoadX509KeyPair(f.TLS.Cert, f.TLS.Key)
