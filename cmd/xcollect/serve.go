@@ -63,6 +63,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			*dst = &v
 		}
 	}
+	if err := f.Listeners.Validate(); err != nil { // the flags too
+		return err
+	}
 	log, err := newLogger(f, stderr)
 	if err != nil {
 		return err

@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,6 +57,29 @@ type Listeners struct {
 	Component    *string `yaml:"component"`     // XEP-0114; default ":5347"
 	ComponentTLS *string `yaml:"component_tls"` // XEP-0114 over direct TLS; default "" (off)
 	HTTP         *string `yaml:"http"`          // health and /v1/connect; default "127.0.0.1:5280" (loopback only)
+}
+
+// Validate checks that every listener that is on is a host:port a listener
+// can open (a bare port such as 5222 is refused with the fix: ":5222").
+func (l Listeners) Validate() error {
+	var errs []error
+	for _, x := range []struct {
+		key  string
+		addr *string
+	}{{"c2s", l.C2S}, {"c2s_tls", l.C2STLS}, {"component", l.Component}, {"component_tls", l.ComponentTLS}, {"http", l.HTTP}} {
+		if x.addr == nil || *x.addr == "" {
+			continue
+		}
+		_, port, err := net.SplitHostPort(*x.addr) // any host; none = every interface
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listeners.%s: %q is not host:port (for every interface write \":%s\"; \"\" turns it off)", x.key, *x.addr, strings.TrimPrefix(*x.addr, ":")))
+			continue
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			errs = append(errs, fmt.Errorf("listeners.%s: %q: the port must be a number from 0 to 65535", x.key, *x.addr))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // TLS configures certificates.
@@ -278,6 +303,9 @@ func (f File) WithDefaults() File {
 func (f File) Validate() error {
 	var errs []error
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if err := f.Listeners.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if (f.TLS.Cert == "") != (f.TLS.Key == "") {
 		add("tls: set both tls.cert and tls.key, or neither (a self-signed certificate is generated in data_dir)")
 	}

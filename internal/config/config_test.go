@@ -26,6 +26,8 @@ func TestConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{"domains: [a]\nbogus: 1\n", "line 2: field bogus not found"},
 		{"components:\n  - jid: c.localhost\n", "components[0].secret: empty"},
+		{"listeners: {c2s: 41522}\n", `listeners.c2s: "41522" is not host:port (for every interface write ":41522"`},
+		{"listeners: {http: \"127.0.0.1:99999\"}\n", "listeners.http: \"127.0.0.1:99999\": the port must be a number"},
 		{"domains: [example.com]\ncomponents:\n  - {jid: proc.internal, secret: s, receive_presence: true}\n", "not a subdomain of a served domain"},
 		{"cluster:\n  join: [a:1]\n", "set storage.postgres.dsn"},
 		{"cluster:\n  join: [a:1]\n  bind: 10.0.0.1:7946\n", "head -c 32 /dev/urandom | base64"},
