@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -59,6 +60,27 @@ func nodeClient(ctx context.Context, f config.File, stderr io.Writer) (*adminapi
 	return c, nil
 }
 
+// connectNode parses the common flags of the command name (args after
+// its subcommand), loads the configuration and reaches the running node;
+// errors name the command.
+func connectNode(ctx context.Context, name, help string, args []string, stderr io.Writer) (*adminapi.Client, *flag.FlagSet, error) {
+	fs := newFlagSet(name, help, stderr)
+	var c common
+	c.register(fs)
+	if err := parse(fs, args); err != nil {
+		return nil, nil, err
+	}
+	f, err := c.load()
+	if err != nil {
+		return nil, nil, err
+	}
+	node, err := nodeClient(ctx, f, stderr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return node, fs, nil
+}
+
 func cmdSession(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, sessionHelp)
@@ -73,19 +95,9 @@ func cmdSession(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stderr, "xcollect session: unknown subcommand %q\n\n%s\n", sub, sessionHelp)
 		return errUsage
 	}
-	fs := newFlagSet("session "+sub, sessionHelp, stderr)
-	var c common
-	c.register(fs)
-	if err := parse(fs, args[1:]); err != nil {
-		return err
-	}
-	f, err := c.load()
+	node, fs, err := connectNode(ctx, "session "+sub, sessionHelp, args[1:], stderr)
 	if err != nil {
 		return err
-	}
-	node, err := nodeClient(ctx, f, stderr)
-	if err != nil {
-		return fmt.Errorf("session %s: %w", sub, err)
 	}
 	if sub == "list" {
 		list, err := node.Sessions(ctx)
@@ -123,19 +135,9 @@ func cmdCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stderr, "xcollect cluster: unknown subcommand %q\n\n%s\n", args[0], clusterHelp)
 		return errUsage
 	}
-	fs := newFlagSet("cluster members", clusterHelp, stderr)
-	var c common
-	c.register(fs)
-	if err := parse(fs, args[1:]); err != nil {
-		return err
-	}
-	f, err := c.load()
+	node, _, err := connectNode(ctx, "cluster members", clusterHelp, args[1:], stderr)
 	if err != nil {
 		return err
-	}
-	node, err := nodeClient(ctx, f, stderr)
-	if err != nil {
-		return fmt.Errorf("cluster members: %w", err)
 	}
 	members, err := node.Members(ctx)
 	if err != nil {

@@ -22,20 +22,7 @@ func TestSlixmppComponentKilledLosesNothing(t *testing.T) {
 	const total, crashAfter = 2000, 1500
 	needSlixmpp(t)
 	n := startNode(t, options{users: users(), components: []component.Spec{{JID: compJID, Secret: compPass}}})
-	alice := xmpptest.DialC2S(t, n.c2s, domain, "alice", alicePass, xmpptest.C2SOptions{StartTLS: true, Resource: "go"})
-	if err := alice.EnableSM(false); err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	for i := range total {
-		fmt.Fprintf(&b, "<message to='%s' type='normal' id='r%d'><body>report %d</body></message>", compJID, i, i)
-	}
-	if err := alice.Send(b.String() + "<r xmlns='urn:xmpp:sm:3'/>"); err != nil {
-		t.Fatal(err)
-	}
-	if err := alice.WaitAck(total, waitTimeout); err != nil { // acknowledged: durable
-		t.Fatal(err)
-	}
+	sendAckedReports(t, n, total)
 	testutil.WaitFor(t, waitTimeout, "all reports queued", func() bool { return n.queuedRows(t, compJID) == total })
 
 	_, port, _ := strings.Cut(n.comp, ":")
@@ -118,20 +105,7 @@ func TestStoppedSlixmppComponentReplaced(t *testing.T) {
 	}
 	start := time.Now()
 
-	alice := xmpptest.DialC2S(t, n.c2s, domain, "alice", alicePass, xmpptest.C2SOptions{StartTLS: true, Resource: "go"})
-	if err := alice.EnableSM(false); err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	for i := range total {
-		fmt.Fprintf(&b, "<message to='%s' type='normal' id='r%d'><body>report %d</body></message>", compJID, i, i)
-	}
-	if err := alice.Send(b.String() + "<r xmlns='urn:xmpp:sm:3'/>"); err != nil {
-		t.Fatal(err)
-	}
-	if err := alice.WaitAck(total, waitTimeout); err != nil { // acknowledged: durable
-		t.Fatal(err)
-	}
+	sendAckedReports(t, n, total)
 
 	var next *xmpptest.Conn
 	testutil.WaitFor(t, waitTimeout, "replacement connected", func() bool {
@@ -158,4 +132,25 @@ func TestStoppedSlixmppComponentReplaced(t *testing.T) {
 		}
 	}
 	testutil.WaitFor(t, waitTimeout, "empty queue", func() bool { return n.queuedRows(t, compJID) == 0 })
+}
+
+// sendAckedReports logs alice in with XEP-0198 and sends total reports
+// r0…r(total-1) to the component; it returns once the node acknowledged
+// them all (durable).
+func sendAckedReports(t *testing.T, n *node, total int) {
+	t.Helper()
+	alice := xmpptest.DialC2S(t, n.c2s, domain, "alice", alicePass, xmpptest.C2SOptions{StartTLS: true, Resource: "go"})
+	if err := alice.EnableSM(false); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for i := range total {
+		fmt.Fprintf(&b, "<message to='%s' type='normal' id='r%d'><body>report %d</body></message>", compJID, i, i)
+	}
+	if err := alice.Send(b.String() + "<r xmlns='urn:xmpp:sm:3'/>"); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.WaitAck(uint32(total), waitTimeout); err != nil {
+		t.Fatal(err)
+	}
 }
